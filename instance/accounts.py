@@ -1,0 +1,335 @@
+"""Users, groups, browser sessions and API tokens. Used by the HTTP API and the CLI."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from instance.errors import ApiError, conflict, invalid, not_found
+from instance.models import ApiToken, Group, Session, User, user_groups
+from instance.security import Passwords, check_password_strength, digest, new_api_token, new_secret
+
+_USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(dt: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def iso(dt: datetime | None) -> str | None:
+    return None if dt is None else as_utc(dt).isoformat().replace("+00:00", "Z")
+
+
+def check_username(username: Any) -> str:
+    if not isinstance(username, str) or not _USERNAME_RE.match(username):
+        raise invalid(
+            "a username is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter "
+            f"or digit; got {username!r}"
+        )
+    return username
+
+
+def check_password(password: Any) -> str:
+    if not isinstance(password, str):
+        raise invalid("password must be a string")
+    reason = check_password_strength(password)
+    if reason:
+        raise invalid(reason)
+    return password
+
+
+# ---- users -----------------------------------------------------------------------------
+
+
+async def get_user(session: AsyncSession, username: str) -> User:
+    user = await session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise not_found(f"user {username!r}")
+    return user
+
+
+async def user_group_names(session: AsyncSession, user_id: int) -> list[str]:
+    rows = await session.execute(
+        select(Group.name)
+        .join(user_groups, user_groups.c.group_id == Group.id)
+        .where(user_groups.c.user_id == user_id)
+        .order_by(Group.name)
+    )
+    return list(rows.scalars())
+
+
+async def user_json(session: AsyncSession, user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "display_name": user.display_name,
+        "is_admin": user.is_admin,
+        "disabled": user.disabled,
+        "groups": await user_group_names(session, user.id),
+        "created_at": iso(user.created_at),
+    }
+
+
+async def create_user(
+    session: AsyncSession,
+    passwords: Passwords,
+    *,
+    username: Any,
+    password: Any,
+    display_name: Any = "",
+    is_admin: Any = False,
+    groups: Any = (),
+) -> User:
+    username = check_username(username)
+    password = check_password(password)
+    if not isinstance(display_name, str) or len(display_name) > 200:
+        raise invalid("display_name must be a string of at most 200 characters")
+    if not isinstance(is_admin, bool):
+        raise invalid("is_admin must be true or false")
+    if await session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise conflict(f"a user named {username!r} already exists")
+    user = User(
+        username=username,
+        display_name=display_name or username,
+        password_hash=await passwords.hash(password),
+        is_admin=is_admin,
+        disabled=False,
+        created_at=now(),
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise conflict(f"a user named {username!r} already exists") from None
+    await set_user_groups(session, user, groups)
+    return user
+
+
+async def update_user(
+    session: AsyncSession, passwords: Passwords, user: User, changes: dict[str, Any]
+) -> User:
+    allowed = {"display_name", "password", "is_admin", "disabled", "groups"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise invalid(
+            f"unknown member(s) {', '.join(sorted(unknown))}; "
+            f"a user has {', '.join(sorted(allowed))}"
+        )
+    if "display_name" in changes:
+        name = changes["display_name"]
+        if not isinstance(name, str) or not name or len(name) > 200:
+            raise invalid("display_name must be a string of 1 to 200 characters")
+        user.display_name = name
+    for flag in ("is_admin", "disabled"):
+        if flag in changes:
+            if not isinstance(changes[flag], bool):
+                raise invalid(f"{flag} must be true or false")
+            setattr(user, flag, changes[flag])
+    if "password" in changes:
+        user.password_hash = await passwords.hash(check_password(changes["password"]))
+        # A new password ends every open session of that user.
+        await session.execute(delete(Session).where(Session.user_id == user.id))
+    if changes.get("disabled"):
+        await session.execute(delete(Session).where(Session.user_id == user.id))
+    if "groups" in changes:
+        await set_user_groups(session, user, changes["groups"])
+    await session.flush()
+    return user
+
+
+async def set_user_groups(session: AsyncSession, user: User, names: Any) -> None:
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise invalid("groups must be a list of group names")
+    groups = await groups_by_name(session, names)
+    builtin = [g.name for g in groups if g.builtin]
+    if builtin:
+        raise invalid(
+            f"membership of {', '.join(builtin)} is implicit (Anonymous is everyone, "
+            "Registered every logged-in user) and cannot be granted"
+        )
+    await session.execute(delete(user_groups).where(user_groups.c.user_id == user.id))
+    if groups:
+        await session.execute(
+            insert(user_groups), [{"user_id": user.id, "group_id": g.id} for g in groups]
+        )
+
+
+async def authenticate(
+    session: AsyncSession, passwords: Passwords, username: Any, password: Any
+) -> User:
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise invalid("username and password must be strings")
+    user = await session.scalar(select(User).where(User.username == username))
+    ok = await passwords.verify(user.password_hash if user else None, password)
+    if user is None or not ok:
+        raise ApiError(401, "bad_credentials", "unknown username or wrong password")
+    if user.disabled:
+        raise ApiError(403, "account_disabled", "this account is disabled; ask an admin")
+    return user
+
+
+# ---- groups ----------------------------------------------------------------------------
+
+
+async def groups_by_name(session: AsyncSession, names: Any) -> list[Group]:
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise invalid("groups must be a list of group names")
+    wanted = list(dict.fromkeys(names))
+    if not wanted:
+        return []
+    found = (await session.execute(select(Group).where(Group.name.in_(wanted)))).scalars().all()
+    missing = set(wanted) - {g.name for g in found}
+    if missing:
+        raise invalid(f"no such group(s): {', '.join(sorted(missing))}")
+    return list(found)
+
+
+async def create_group(session: AsyncSession, name: Any, description: Any = "") -> Group:
+    if not isinstance(name, str) or not _GROUP_RE.match(name):
+        raise invalid(
+            "a group name is 1 to 64 letters, digits, spaces, '.', '_' or '-', "
+            f"starting with a letter or digit; got {name!r}"
+        )
+    if not isinstance(description, str) or len(description) > 500:
+        raise invalid("description must be a string of at most 500 characters")
+    if await session.scalar(select(Group.id).where(Group.name == name)) is not None:
+        raise conflict(f"a group named {name!r} already exists")
+    group = Group(name=name, description=description, builtin=False)
+    session.add(group)
+    await session.flush()
+    return group
+
+
+async def delete_group(session: AsyncSession, name: str) -> None:
+    group = await session.scalar(select(Group).where(Group.name == name))
+    if group is None:
+        raise not_found(f"group {name!r}")
+    if group.builtin:
+        raise conflict(f"{name} is a built-in group and cannot be deleted")
+    await session.delete(group)
+
+
+async def group_members(session: AsyncSession, group: Group) -> list[str]:
+    rows = await session.execute(
+        select(User.username)
+        .join(user_groups, user_groups.c.user_id == User.id)
+        .where(user_groups.c.group_id == group.id)
+        .order_by(User.username)
+    )
+    return list(rows.scalars())
+
+
+async def set_membership(
+    session: AsyncSession, group_name: str, username: str, member: bool
+) -> None:
+    group = await session.scalar(select(Group).where(Group.name == group_name))
+    if group is None:
+        raise not_found(f"group {group_name!r}")
+    if group.builtin:
+        raise conflict(f"membership of {group_name} is implicit and cannot be changed")
+    user = await get_user(session, username)
+    await session.execute(
+        delete(user_groups).where(
+            user_groups.c.user_id == user.id, user_groups.c.group_id == group.id
+        )
+    )
+    if member:
+        await session.execute(insert(user_groups).values(user_id=user.id, group_id=group.id))
+
+
+# ---- sessions and tokens ---------------------------------------------------------------
+
+
+async def open_session(session: AsyncSession, user: User, ttl_seconds: int) -> str:
+    token = new_secret()
+    at = now()
+    session.add(
+        Session(
+            token_hash=digest(token),
+            user_id=user.id,
+            created_at=at,
+            expires_at=at + timedelta(seconds=ttl_seconds),
+        )
+    )
+    # Expired sessions are swept on login rather than by a timer: cheap, and no task.
+    await session.execute(delete(Session).where(Session.expires_at < at))
+    return token
+
+
+async def close_session(session: AsyncSession, token: str) -> None:
+    await session.execute(delete(Session).where(Session.token_hash == digest(token)))
+
+
+async def user_for_session(session: AsyncSession, token: str) -> User | None:
+    row = (
+        await session.execute(
+            select(User, Session.expires_at)
+            .join(Session, Session.user_id == User.id)
+            .where(Session.token_hash == digest(token))
+        )
+    ).first()
+    if row is None:
+        return None
+    user, expires_at = row
+    if as_utc(expires_at) <= now() or user.disabled:
+        return None
+    return user
+
+
+async def create_token(session: AsyncSession, user: User, name: Any) -> tuple[ApiToken, str]:
+    if not isinstance(name, str) or not name.strip() or len(name) > 100:
+        raise invalid("a token needs a name of 1 to 100 characters, to tell it apart later")
+    secret = new_api_token()
+    token = ApiToken(user_id=user.id, name=name, token_hash=digest(secret), created_at=now())
+    session.add(token)
+    await session.flush()
+    return token, secret
+
+
+async def user_for_token(session: AsyncSession, secret: str) -> tuple[User, datetime | None] | None:
+    """The token's user and when the token was last used, or None."""
+    row = (
+        await session.execute(
+            select(User, ApiToken.last_used_at)
+            .join(ApiToken, ApiToken.user_id == User.id)
+            .where(ApiToken.token_hash == digest(secret))
+        )
+    ).first()
+    if row is None or row[0].disabled:
+        return None
+    return row[0], row[1]
+
+
+async def touch_token(session: AsyncSession, secret: str) -> None:
+    await session.execute(
+        update(ApiToken).where(ApiToken.token_hash == digest(secret)).values(last_used_at=now())
+    )
+
+
+def token_json(token: ApiToken) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "name": token.name,
+        "created_at": iso(token.created_at),
+        "last_used_at": iso(token.last_used_at),
+    }
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated user of a request (or None) and how they proved it."""
+
+    user: User | None
+    via: str  # "session", "token" or "anonymous"

@@ -1,0 +1,108 @@
+"""Users and groups (admins only, except reading your own account)."""
+
+from __future__ import annotations
+
+from quart import Blueprint
+from sqlalchemy import select
+
+from instance import accounts
+from instance.errors import forbidden, invalid
+from instance.models import Group, User
+from instance.web import db, json_body, require_admin, require_login, state
+
+bp = Blueprint("admin", __name__, url_prefix="/api")
+
+
+@bp.get("/users")
+async def list_users():  # type: ignore[no-untyped-def]
+    await require_admin()
+    async with db().read() as session:
+        users = (await session.execute(select(User).order_by(User.username))).scalars().all()
+        return {"users": [await accounts.user_json(session, u) for u in users]}
+
+
+@bp.post("/users")
+async def create_user():  # type: ignore[no-untyped-def]
+    await require_admin()
+    data = await json_body()
+    allowed = {"username", "password", "display_name", "is_admin", "groups"}
+    if set(data) - allowed:
+        raise invalid(f"unknown member(s) {', '.join(sorted(set(data) - allowed))}")
+    async with db().write() as session:
+        user = await accounts.create_user(
+            session, state().passwords,
+            username=data.get("username"), password=data.get("password"),
+            display_name=data.get("display_name", ""), is_admin=data.get("is_admin", False),
+            groups=data.get("groups", []),
+        )
+        return await accounts.user_json(session, user), 201
+
+
+@bp.get("/users/<username>")
+async def get_user(username: str):  # type: ignore[no-untyped-def]
+    me, who = await require_login()
+    if not who.is_admin and me.username != username:
+        raise forbidden("only an admin may look at other accounts")
+    async with db().read() as session:
+        return await accounts.user_json(session, await accounts.get_user(session, username))
+
+
+@bp.patch("/users/<username>")
+async def update_user(username: str):  # type: ignore[no-untyped-def]
+    me, _ = await require_admin()
+    data = await json_body()
+    async with db().write() as session:
+        user = await accounts.get_user(session, username)
+        if user.id == me.id and (data.get("is_admin") is False or data.get("disabled")):
+            raise forbidden("you may not remove your own admin right or disable yourself; "
+                            "ask another admin")
+        await accounts.update_user(session, state().passwords, user, data)
+        return await accounts.user_json(session, user)
+
+
+@bp.get("/groups")
+async def list_groups():  # type: ignore[no-untyped-def]
+    await require_admin()
+    async with db().read() as session:
+        groups = (await session.execute(select(Group).order_by(Group.name))).scalars().all()
+        return {"groups": [
+            {"name": g.name, "description": g.description, "builtin": g.builtin,
+             "members": None if g.builtin else await accounts.group_members(session, g)}
+            for g in groups
+        ]}
+
+
+@bp.post("/groups")
+async def create_group():  # type: ignore[no-untyped-def]
+    await require_admin()
+    data = await json_body()
+    async with db().write() as session:
+        group = await accounts.create_group(
+            session, data.get("name"), data.get("description", "")
+        )
+        return {"name": group.name, "description": group.description, "builtin": False,
+                "members": []}, 201
+
+
+@bp.delete("/groups/<name>")
+async def delete_group(name: str):  # type: ignore[no-untyped-def]
+    await require_admin()
+    async with db().write() as session:
+        await accounts.delete_group(session, name)
+    return "", 204
+
+
+@bp.put("/groups/<name>/members/<username>")
+async def add_member(name: str, username: str):  # type: ignore[no-untyped-def]
+    await require_admin()
+    async with db().write() as session:
+        await accounts.set_membership(session, name, username, True)
+    return "", 204
+
+
+@bp.delete("/groups/<name>/members/<username>")
+async def remove_member(name: str, username: str):  # type: ignore[no-untyped-def]
+    await require_admin()
+    async with db().write() as session:
+        await accounts.set_membership(session, name, username, False)
+    return "", 204

@@ -1,0 +1,84 @@
+"""Log in and out, who am I, API tokens."""
+
+from __future__ import annotations
+
+from quart import Blueprint, jsonify, make_response, request
+from sqlalchemy import delete, select
+
+from instance import accounts
+from instance.errors import not_found
+from instance.models import ApiToken
+from instance.security import SESSION_COOKIE
+from instance.web import caller, db, json_body, require_login, state
+
+bp = Blueprint("auth", __name__, url_prefix="/api")
+
+
+@bp.post("/login")
+async def login():  # type: ignore[no-untyped-def]
+    data = await json_body()
+    settings = state().settings
+    async with db().write() as session:
+        user = await accounts.authenticate(
+            session, state().passwords, data.get("username"), data.get("password")
+        )
+        token = await accounts.open_session(session, user, settings.session_ttl_seconds)
+        body = await accounts.user_json(session, user)
+    response = await make_response(jsonify(body))
+    response.set_cookie(
+        SESSION_COOKIE, token, max_age=settings.session_ttl_seconds, httponly=True,
+        samesite="Lax", secure=settings.secure_cookies, path="/",
+    )
+    return response
+
+
+@bp.post("/logout")
+async def logout():  # type: ignore[no-untyped-def]
+    await caller()  # checks Origin for cookie-authenticated requests
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        async with db().write() as session:
+            await accounts.close_session(session, token)
+    response = await make_response("", 204)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@bp.get("/me")
+async def me():  # type: ignore[no-untyped-def]
+    user, _ = await require_login()
+    async with db().read() as session:
+        return await accounts.user_json(session, user)
+
+
+@bp.get("/tokens")
+async def list_tokens():  # type: ignore[no-untyped-def]
+    user, _ = await require_login()
+    async with db().read() as session:
+        rows = await session.execute(
+            select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
+        )
+        return {"tokens": [accounts.token_json(t) for t in rows.scalars()]}
+
+
+@bp.post("/tokens")
+async def create_token():  # type: ignore[no-untyped-def]
+    user, _ = await require_login()
+    data = await json_body()
+    async with db().write() as session:
+        token, secret = await accounts.create_token(session, user, data.get("name"))
+        body = accounts.token_json(token)
+    # The secret is shown once; only its hash is kept.
+    return {**body, "token": secret}, 201
+
+
+@bp.delete("/tokens/<int:token_id>")
+async def revoke_token(token_id: int):  # type: ignore[no-untyped-def]
+    user, _ = await require_login()
+    async with db().write() as session:
+        result = await session.execute(
+            delete(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user.id)
+        )
+        if result.rowcount == 0:
+            raise not_found(f"token {token_id}")
+    return "", 204

@@ -1,0 +1,145 @@
+"""Items, one field at a time, and the change log."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from quart import Blueprint, request
+
+from instance import items, trackers
+from instance.accounts import iso
+from instance.errors import ApiError, not_found
+from instance.web import db, int_arg, json_body, principal
+
+bp = Blueprint("items", __name__, url_prefix="/api")
+
+_ETAG_VERSION = re.compile(r'^(?:"(\d{1,18})"|(\d{1,18}))$')
+
+
+def parse_if_match(header: str | None) -> int | None:
+    """The field version the client edited, or None for "no precondition"."""
+    if header is None or header.strip() == "*":
+        return None
+    m = _ETAG_VERSION.match(header.strip())
+    if m is None:
+        raise ApiError(
+            400, "bad_if_match",
+            f'If-Match must be the field version as an entity tag, such as "7"; got {header!r}',
+        )
+    return int(m.group(1) or m.group(2))
+
+
+def _not_modified_or(body: dict[str, Any]) -> Any:
+    etag = items.etag_for(body)
+    if etag in {t.strip() for t in request.headers.get("If-None-Match", "").split(",")}:
+        return "", 304, {"ETag": etag}
+    return body, 200, {"ETag": etag}
+
+
+@bp.get("/trackers/<slug>/items")
+async def list_items(slug: str):  # type: ignore[no-untyped-def]
+    who = await principal()
+    limit = int_arg("limit", 50, minimum=1, maximum=500)
+    after = int_arg("after", 0)
+    async with db().read() as session:
+        tracker = await trackers.get_tracker(session, slug)
+        fields = await trackers.tracker_fields(session, tracker)
+        if not (who.is_admin or items.readable(fields, who)):
+            raise not_found(f"tracker {slug!r}")
+        rows = await items.list_items(session, tracker, after=after, limit=limit)
+        body = {
+            "items": await items.items_json(session, rows, tracker, fields, who),
+            "next_after": rows[-1].id if len(rows) == limit else None,
+        }
+    return body
+
+
+@bp.post("/trackers/<slug>/items")
+async def create_item(slug: str):  # type: ignore[no-untyped-def]
+    who = await principal()
+    data = await json_body()
+    if set(data) - {"fields"}:
+        raise ApiError(422, "invalid", 'the body is {"fields": {name: value, ...}}')
+    async with db().write() as session:
+        tracker = await trackers.get_tracker(session, slug)
+        fields = await trackers.tracker_fields(session, tracker)
+        if not (who.is_admin or items.readable(fields, who)):
+            raise not_found(f"tracker {slug!r}")
+        item, _changes = await items.create_item(
+            session, tracker, fields, who, data.get("fields", {})
+        )
+        body = (await items.items_json(session, [item], tracker, fields, who))[0]
+    return body, 201, {"Location": f"/api/items/{item.id}"}
+
+
+async def _item_view(item_id: int) -> dict[str, Any]:
+    who = await principal()
+    async with db().read() as session:
+        item, tracker = await items.get_item(session, item_id)
+        fields = await trackers.tracker_fields(session, tracker)
+        if not (who.is_admin or items.readable(fields, who)):
+            raise not_found(f"item {item_id}")
+        return (await items.items_json(session, [item], tracker, fields, who))[0]
+
+
+@bp.get("/items/<int:item_id>")
+async def get_item(item_id: int):  # type: ignore[no-untyped-def]
+    return _not_modified_or(await _item_view(item_id))
+
+
+@bp.get("/items/<int:item_id>/fields/<name>")
+async def get_field(item_id: int, name: str):  # type: ignore[no-untyped-def]
+    view = await _item_view(item_id)
+    if name not in view["fields"]:
+        raise not_found(f"field {name!r} of item {item_id}")
+    value = view["fields"][name]
+    return {"item": item_id, "field": name, **value}, 200, {"ETag": f'"{value["version"]}"'}
+
+
+@bp.patch("/items/<int:item_id>/fields/<name>")
+async def save_field(item_id: int, name: str):  # type: ignore[no-untyped-def]
+    who = await principal()
+    if_match = parse_if_match(request.headers.get("If-Match"))
+    data = await json_body()
+    if set(data) != {"value"}:
+        raise ApiError(422, "invalid", 'the body is {"value": <the new value>}; '
+                       "use null to clear the field")
+    async with db().write() as session:
+        result = await items.save_field(
+            session, item_id, name, data["value"], who, if_match=if_match
+        )
+    change = result.change
+    return {
+        "item": item_id,
+        "field": name,
+        "value": result.value,
+        "version": result.version,
+        "updated_at": iso(result.updated_at),
+        "updated_by": result.updated_by,
+        "changed": change is not None,
+        "event": change.event_id if change else None,
+        "item_version": change.item_version if change else None,
+    }, 200, {"ETag": f'"{result.version}"'}
+
+
+@bp.get("/changes")
+async def changes():  # type: ignore[no-untyped-def]
+    """The change log after ``since``, filtered by what the caller may read now."""
+    who = await principal()
+    since = int_arg("since", 0)
+    limit = int_arg("limit", 100, minimum=1, maximum=1000)
+    item_id = int_arg("item", 0) or None
+    tracker_id = None
+    async with db().read() as session:
+        if slug := request.args.get("tracker"):
+            tracker_id = (await trackers.get_tracker(session, slug)).id
+        rows, cursor = await items.changes_since(
+            session, who, since=since, limit=limit, item_id=item_id, tracker_id=tracker_id
+        )
+        return {
+            "epoch": await items.log_epoch(session),
+            "changes": rows,
+            "next": cursor,
+            "head": await items.log_head(session),
+        }

@@ -1,0 +1,90 @@
+"""Trackers and fields: anyone sees the trackers and fields they may read; admins manage."""
+
+from __future__ import annotations
+
+from quart import Blueprint
+from sqlalchemy import select
+
+from instance import trackers
+from instance.errors import not_found
+from instance.models import Tracker
+from instance.rights import FieldDef, Principal, load_fields
+from instance.web import db, json_body, principal, require_admin
+
+bp = Blueprint("trackers", __name__, url_prefix="/api/trackers")
+
+
+def visible(fields: list[FieldDef], who: Principal) -> bool:
+    # A tracker of which the caller may read no field is not shown at all.
+    return who.is_admin or any(f.readable_by(who) for f in fields)
+
+
+@bp.get("")
+async def list_trackers():  # type: ignore[no-untyped-def]
+    who = await principal()
+    async with db().read() as session:
+        rows = (await session.execute(select(Tracker).order_by(Tracker.slug))).scalars().all()
+        fields = await load_fields(session, [t.id for t in rows])
+        names = await trackers.group_names(session)
+        return {"trackers": [
+            trackers.tracker_json(t, fields[t.id], who, names)
+            for t in rows if visible(fields[t.id], who)
+        ]}
+
+
+@bp.post("")
+async def create_tracker():  # type: ignore[no-untyped-def]
+    _, who = await require_admin()
+    data = await json_body()
+    async with db().write() as session:
+        tracker = await trackers.create_tracker(session, data)
+        return trackers.tracker_json(tracker, [], who, {}), 201
+
+
+async def _tracker_view(slug: str, who: Principal):  # type: ignore[no-untyped-def]
+    async with db().read() as session:
+        tracker = await trackers.get_tracker(session, slug)
+        fields = await trackers.tracker_fields(session, tracker)
+        if not visible(fields, who):
+            raise not_found(f"tracker {slug!r}")
+        return trackers.tracker_json(tracker, fields, who, await trackers.group_names(session))
+
+
+@bp.get("/<slug>")
+async def get_tracker(slug: str):  # type: ignore[no-untyped-def]
+    return await _tracker_view(slug, await principal())
+
+
+@bp.patch("/<slug>")
+async def update_tracker(slug: str):  # type: ignore[no-untyped-def]
+    _, who = await require_admin()
+    data = await json_body()
+    async with db().write() as session:
+        await trackers.update_tracker(session, await trackers.get_tracker(session, slug), data)
+    return await _tracker_view(slug, who)
+
+
+@bp.post("/<slug>/fields")
+async def create_field(slug: str):  # type: ignore[no-untyped-def]
+    _, who = await require_admin()
+    data = await json_body()
+    async with db().write() as session:
+        tracker = await trackers.get_tracker(session, slug)
+        field = await trackers.create_field(session, tracker, data)
+        name = field.name
+    return _field_view(await _tracker_view(slug, who), name), 201
+
+
+@bp.patch("/<slug>/fields/<name>")
+async def update_field(slug: str, name: str):  # type: ignore[no-untyped-def]
+    _, who = await require_admin()
+    data = await json_body()
+    async with db().write() as session:
+        tracker = await trackers.get_tracker(session, slug)
+        await trackers.update_field(session, await trackers.get_field(session, tracker, name),
+                                    data)
+    return _field_view(await _tracker_view(slug, who), name)
+
+
+def _field_view(tracker_view: dict, name: str) -> dict:  # type: ignore[type-arg]
+    return next(f for f in tracker_view["fields"] if f["name"] == name)

@@ -1,0 +1,73 @@
+"""The app factory: one Quart app per instance, no import-time globals."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from quart import Quart, jsonify
+from werkzeug.exceptions import HTTPException
+
+from instance.api import admin, auth, items, trackers
+from instance.config import Settings
+from instance.db import Database, current_revision, head_revision
+from instance.errors import ApiError
+from instance.security import Passwords
+from instance.web import STATE_KEY, AppState
+
+log = logging.getLogger("fieldcast")
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def create_app(settings: Settings, *, database: Database | None = None) -> Quart:
+    app = Quart("fieldcast")
+    # Quart refuses larger bodies with 413 while reading them, before any parsing.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["JSON_SORT_KEYS"] = False
+    db = database or Database(settings.effective_database_url)
+    app.extensions[STATE_KEY] = AppState(settings=settings, db=db, passwords=Passwords(settings))
+
+    for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp):
+        app.register_blueprint(blueprint)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "instance": settings.instance_name}
+
+    @app.errorhandler(ApiError)
+    async def api_error(exc: ApiError) -> Any:
+        return jsonify(exc.body()), exc.status
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Any:
+        status = exc.code or 500
+        detail = exc.description or exc.name
+        if status == 413:
+            detail = f"the request body is larger than the {settings.max_body_bytes} bytes allowed"
+        response = jsonify({"error": _snake(exc.name), "detail": detail})
+        return response, status
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Any:
+        log.exception("unhandled error")
+        return jsonify({"error": "internal_error",
+                        "detail": "the server failed; the error is in its log"}), 500
+
+    @app.before_serving
+    async def check_schema() -> None:
+        current, head = await current_revision(db.engine), head_revision()
+        if current != head:
+            raise RuntimeError(
+                f"the database is at migration {current or 'none'}, this code needs {head}: "
+                "run `fieldcast migrate` (fieldcast serve does it on start)"
+            )
+
+    @app.after_serving
+    async def close() -> None:
+        await db.dispose()
+
+    return app

@@ -1,0 +1,199 @@
+"""Settings: one typed object, loaded from a TOML file and then the environment.
+
+Precedence, lowest first: the defaults below, ``{data_dir}/fieldcast.toml`` (or the file
+named by ``--config`` / ``FIELDCAST_CONFIG``), then ``FIELDCAST_*`` environment variables.
+Nothing below this module reads ``os.environ``: the object is passed down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+CONFIG_FILENAME = "fieldcast.toml"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message says which setting and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where the database (on SQLite), keys and the config file live.
+    data_dir: Path = Path("data")
+    # SQLAlchemy async URL; empty means SQLite in data_dir.
+    # PostgreSQL: postgresql+asyncpg://user@host:5432/dbname
+    database_url: str = ""
+    # The public URL of this instance: used in links, key ids and federation topics.
+    base_url: str = "http://127.0.0.1:8000"
+    # host:port that `fieldcast serve` binds.
+    bind: str = "127.0.0.1:8000"
+    # Hypercorn worker processes. More than one needs PostgreSQL (SQLite is one writer).
+    workers: int = 1
+    instance_name: str = "fieldcast"
+    # Requests with a larger body are refused with 413 before they are parsed.
+    max_body_bytes: int = 1024 * 1024
+    # Browser sessions expire after this long without being renewed by a login.
+    session_ttl_seconds: int = 14 * 24 * 3600
+    # Argon2id cost. The defaults are argon2-cffi's RFC 9106 "low memory" profile;
+    # tests lower them because hashing dominates their run time otherwise.
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 64 * 1024
+    argon2_parallelism: int = 4
+    # Extra values from the TOML file that no setting above claims are refused, so a
+    # typo ("databse_url") is an error instead of a silently ignored line.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'fieldcast.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def secure_cookies(self) -> bool:
+        return urlsplit(self.base_url).scheme == "https"
+
+    def replace(self, **changes: Any) -> Settings:
+        return validate(dataclasses.replace(self, **changes))
+
+
+_FIELD_TYPES: dict[str, type] = {
+    "data_dir": Path,
+    "database_url": str,
+    "base_url": str,
+    "bind": str,
+    "workers": int,
+    "instance_name": str,
+    "max_body_bytes": int,
+    "session_ttl_seconds": int,
+    "argon2_time_cost": int,
+    "argon2_memory_kib": int,
+    "argon2_parallelism": int,
+}
+
+
+def _coerce(name: str, raw: Any, source: str) -> Any:
+    kind = _FIELD_TYPES[name]
+    if kind is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{name} in {source} must be a whole number, got {raw!r}")
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} in {source} must be a whole number, got {raw!r}") from None
+    if kind is Path:
+        return Path(str(raw))
+    if not isinstance(raw, str):
+        raise ConfigError(f"{name} in {source} must be a string, got {raw!r}")
+    return raw
+
+
+def validate(settings: Settings) -> Settings:
+    if settings.extra:
+        names = ", ".join(sorted(settings.extra))
+        known = ", ".join(sorted(_FIELD_TYPES))
+        raise ConfigError(f"unknown setting(s): {names}. Known settings: {known}")
+    parts = urlsplit(settings.base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"base_url must be an absolute http(s) URL such as https://tracker.example.org, "
+            f"got {settings.base_url!r}"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError("base_url must not have a path, query or fragment")
+    if settings.base_url.endswith("/"):
+        settings = dataclasses.replace(settings, base_url=settings.base_url.rstrip("/"))
+    host, sep, port = settings.bind.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"bind must be host:port, got {settings.bind!r}")
+    for name in ("workers", "max_body_bytes", "session_ttl_seconds", "argon2_time_cost",
+                 "argon2_memory_kib", "argon2_parallelism"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)}")
+    url = settings.effective_database_url
+    if not (url.startswith("sqlite+aiosqlite://") or url.startswith("postgresql+asyncpg://")):
+        raise ConfigError(
+            "database_url must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
+            f"got {url.split('://')[0]}://…"
+        )
+    if settings.workers > 1 and settings.is_sqlite:
+        raise ConfigError(
+            "workers > 1 needs PostgreSQL: SQLite allows one writer process. "
+            "Set database_url to a postgresql+asyncpg:// URL or use workers = 1."
+        )
+    return settings
+
+
+def load_settings(
+    *,
+    data_dir: str | Path | None = None,
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from defaults, the TOML file, the environment and overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    if data_dir is None:
+        data_dir = env.get("FIELDCAST_DATA_DIR")
+    if data_dir is not None:
+        values["data_dir"] = Path(data_dir)
+    base_dir = Path(values.get("data_dir", Settings.data_dir))
+
+    if config_file is None:
+        config_file = env.get("FIELDCAST_CONFIG")
+    path = Path(config_file) if config_file else base_dir / CONFIG_FILENAME
+    if config_file and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    extra: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            with path.open("rb") as fh:
+                loaded = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        for key, raw in loaded.items():
+            if key in _FIELD_TYPES:
+                # data_dir from the command line or environment wins over the file.
+                if key == "data_dir" and "data_dir" in values:
+                    continue
+                values[key] = _coerce(key, raw, str(path))
+            else:
+                extra[key] = raw
+
+    for name in _FIELD_TYPES:
+        env_name = f"FIELDCAST_{name.upper()}"
+        if env_name in env and name != "data_dir":
+            values[name] = _coerce(name, env[env_name], f"environment variable {env_name}")
+    for name, raw in (overrides or {}).items():
+        if raw is not None:
+            values[name] = _coerce(name, raw, "command line")
+    known = {f.name for f in fields(Settings)}
+    assert set(values) <= known
+    return validate(Settings(**values, extra=extra))
+
+
+def render_toml(settings: Settings) -> str:
+    """The config file `fieldcast init` writes: every setting, so it teaches itself."""
+    lines = ["# fieldcast configuration. Environment variables FIELDCAST_<NAME> override it."]
+    for name in _FIELD_TYPES:
+        if name == "data_dir":
+            continue
+        value = getattr(settings, name)
+        if isinstance(value, str):
+            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+            lines.append(f'{name} = "{escaped}"')
+        else:
+            lines.append(f"{name} = {value}")
+    return "\n".join(lines) + "\n"

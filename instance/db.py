@@ -1,0 +1,128 @@
+"""Engine, transactions and migrations, for SQLite (aiosqlite) and PostgreSQL (asyncpg)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# Any 64-bit constant; serializes concurrent `fieldcast serve` starts on PostgreSQL.
+_MIGRATION_LOCK_ID = 0x6669656C64636173
+
+
+def make_engine(url: str) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        _setup_sqlite(engine)
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def _setup_sqlite(engine: AsyncEngine) -> None:
+    # pysqlite's own transaction handling would start a deferred transaction lazily; we
+    # issue BEGIN ourselves so write transactions can take the write lock up front
+    # (BEGIN IMMEDIATE). A deferred reader that upgrades to writer fails with SQLITE_BUSY
+    # at once instead of waiting, which would turn concurrent saves into 500s.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(conn.get_execution_options().get("fieldcast_begin", "BEGIN"))
+
+
+class Database:
+    """Hands out sessions for reading and for writing.
+
+    On SQLite, writers in this process queue on an asyncio lock rather than on SQLite's
+    busy handler, which would hold a thread-pool thread per waiting writer.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.is_sqlite = url.startswith("sqlite")
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with AsyncSession(self.engine, expire_on_commit=False) as session:
+            async with session.begin():
+                yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        if self._write_lock is None:
+            async with AsyncSession(self.engine, expire_on_commit=False) as session:
+                async with session.begin():
+                    yield session
+            return
+        async with self._write_lock:
+            conn = await self.engine.connect()
+            try:
+                conn = await conn.execution_options(fieldcast_begin="BEGIN IMMEDIATE")
+                async with AsyncSession(bind=conn, expire_on_commit=False) as session:
+                    async with session.begin():
+                        yield session
+            finally:
+                await conn.close()
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _alembic_config(connection: Connection) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
+    command.upgrade(_alembic_config(connection), "head")
+
+
+def _current(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Apply every pending migration (idempotent)."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current)
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head

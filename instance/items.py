@@ -1,0 +1,359 @@
+"""Items, per-field saves with optimistic locking, and the change log.
+
+Every accepted change, in ONE transaction: the value and its version, the item version,
+an event id from the counter row, and a change-log row. Lock order is always
+field value -> item -> counter, so concurrent saves cannot deadlock; the counter is
+taken last so its lock is held only for the final statements before commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from instance.accounts import iso, now
+from instance.errors import ApiError, conflict, forbidden, invalid, not_found
+from instance.fieldtypes import FieldTypeError, validate_value
+from instance.models import ChangeLog, EventCounter, FieldValue, Item, Meta, Tracker, User
+from instance.rights import FieldDef, Principal, load_fields
+
+
+@dataclass(frozen=True)
+class Change:
+    """One accepted field change, as the change log and the hub see it."""
+
+    event_id: int
+    item_id: int
+    tracker_id: int
+    field_id: int
+    field_name: str
+    value: Any
+    version: int
+    item_version: int
+    actor: str | None
+    at: datetime
+
+
+async def log_epoch(session: AsyncSession) -> str:
+    value = await session.scalar(select(Meta.value).where(Meta.key == "log_epoch"))
+    assert value is not None, "the initial migration writes log_epoch"
+    return value
+
+
+async def get_item(session: AsyncSession, item_id: int) -> tuple[Item, Tracker]:
+    row = (
+        await session.execute(
+            select(Item, Tracker).join(Tracker, Tracker.id == Item.tracker_id).where(
+                Item.id == item_id
+            )
+        )
+    ).first()
+    if row is None:
+        raise not_found(f"item {item_id}")
+    return row[0], row[1]
+
+
+def readable(fields: list[FieldDef], who: Principal) -> list[FieldDef]:
+    return [f for f in fields if f.readable_by(who)]
+
+
+async def _values(
+    session: AsyncSession, item_ids: list[int], field_ids: list[int]
+) -> dict[tuple[int, int], tuple[FieldValue, str | None]]:
+    if not item_ids or not field_ids:
+        return {}
+    rows = await session.execute(
+        select(FieldValue, User.username)
+        .outerjoin(User, User.id == FieldValue.updated_by)
+        .where(FieldValue.item_id.in_(item_ids), FieldValue.field_id.in_(field_ids))
+    )
+    return {(fv.item_id, fv.field_id): (fv, username) for fv, username in rows.all()}
+
+
+def _value_json(f: FieldDef, who: Principal, row: tuple[FieldValue, str | None] | None
+                ) -> dict[str, Any]:
+    fv, username = row if row else (None, None)
+    return {
+        "label": f.label,
+        "type": f.type,
+        "value": fv.value if fv else None,
+        "version": fv.version if fv else 0,
+        "updated_at": iso(fv.updated_at) if fv else None,
+        "updated_by": username,
+        "can_edit": f.editable_by(who),
+    }
+
+
+async def items_json(
+    session: AsyncSession, items: list[Item], tracker: Tracker, fields: list[FieldDef],
+    who: Principal,
+) -> list[dict[str, Any]]:
+    """Items as the caller may see them: only readable fields are ever put in."""
+    visible = readable(fields, who)
+    values = await _values(session, [i.id for i in items], [f.id for f in visible])
+    return [
+        {
+            "id": item.id,
+            "tracker": tracker.slug,
+            "version": item.version,
+            "created_at": iso(item.created_at),
+            "remote_url": item.remote_url,
+            "fields": {f.name: _value_json(f, who, values.get((item.id, f.id))) for f in visible},
+        }
+        for item in items
+    ]
+
+
+def etag_for(body: Any) -> str:
+    digest = hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()[:32]
+    return f'"{digest}"'
+
+
+async def list_items(
+    session: AsyncSession, tracker: Tracker, *, after: int, limit: int
+) -> list[Item]:
+    rows = await session.execute(
+        select(Item).where(Item.tracker_id == tracker.id, Item.id > after)
+        .order_by(Item.id).limit(limit)
+    )
+    return list(rows.scalars())
+
+
+# ---- writes ----------------------------------------------------------------------------
+
+
+async def _check_value(session: AsyncSession, f: FieldDef, raw: Any) -> Any:
+    try:
+        value = validate_value(f.type, f.options, raw)
+    except FieldTypeError as exc:
+        raise invalid(f"field {f.name!r} ({f.type}) {exc}", field=f.name) from None
+    if f.type == "user" and value is not None:
+        if not await session.scalar(select(exists().where(User.username == value))):
+            raise invalid(f"field {f.name!r} (user): no user is named {value!r}", field=f.name)
+    return value
+
+
+def _editable(f: FieldDef, who: Principal) -> None:
+    if f.type == "remote":
+        source = f.options.get("source", {})
+        raise conflict(
+            f"field {f.name!r} mirrors {source.get('field')!r} of tracker "
+            f"{source.get('tracker')!r} on {source.get('instance')} and is read-only here; "
+            "edit it on that instance",
+            field=f.name,
+        )
+    if not f.editable_by(who):
+        raise forbidden(f"you may read field {f.name!r} but not edit it")
+
+
+async def _next_event_id(session: AsyncSession) -> int:
+    value = await session.scalar(
+        update(EventCounter).where(EventCounter.id == 1)
+        .values(value=EventCounter.value + 1).returning(EventCounter.value)
+    )
+    assert value is not None
+    return value
+
+
+async def _bump_item(session: AsyncSession, item_id: int) -> int:
+    value = await session.scalar(
+        update(Item).where(Item.id == item_id).values(version=Item.version + 1)
+        .returning(Item.version)
+    )
+    assert value is not None
+    return value
+
+
+def _insert_missing(session: AsyncSession, item_id: int, field_id: int, at: datetime) -> Any:
+    dialect = sqlite if session.bind.dialect.name == "sqlite" else postgresql
+    return (
+        dialect.insert(FieldValue)
+        .values(item_id=item_id, field_id=field_id, value=None, version=0, updated_at=at)
+        .on_conflict_do_nothing()
+    )
+
+
+async def _apply(
+    session: AsyncSession, item: Item, f: FieldDef, value: Any, who: Principal,
+    fv: FieldValue, at: datetime, source: str,
+) -> Change:
+    old_value, old_version = fv.value, fv.version
+    await session.execute(
+        update(FieldValue)
+        .where(FieldValue.item_id == item.id, FieldValue.field_id == f.id)
+        .values(value=value, version=old_version + 1, updated_at=at, updated_by=who.user_id)
+    )
+    item_version = await _bump_item(session, item.id)
+    event_id = await _next_event_id(session)
+    session.add(
+        ChangeLog(
+            id=event_id, item_id=item.id, tracker_id=item.tracker_id, field_id=f.id,
+            field_name=f.name, old_version=old_version, new_version=old_version + 1,
+            item_version=item_version, old_value=old_value, new_value=value,
+            actor_id=who.user_id, source=source, at=at,
+        )
+    )
+    await session.flush()
+    return Change(
+        event_id=event_id, item_id=item.id, tracker_id=item.tracker_id, field_id=f.id,
+        field_name=f.name, value=value, version=old_version + 1, item_version=item_version,
+        actor=who.username, at=at,
+    )
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    change: Change | None  # None when the value was already the one asked for
+    value: Any
+    version: int
+    updated_at: datetime
+    updated_by: str | None
+
+
+async def save_field(
+    session: AsyncSession,
+    item_id: int,
+    field_name: str,
+    raw_value: Any,
+    who: Principal,
+    *,
+    if_match: int | None,
+) -> SaveResult:
+    """Save one field of one item. Must run in a write transaction (Database.write)."""
+    item, tracker = await get_item(session, item_id)
+    fields = (await load_fields(session, [tracker.id]))[tracker.id]
+    f = next((f for f in fields if f.name == field_name), None)
+    # A field the caller may not read answers exactly as a field that does not exist.
+    if f is None or not f.readable_by(who):
+        raise not_found(f"field {field_name!r} of item {item_id}")
+    _editable(f, who)
+    if if_match is None and tracker.require_if_match:
+        raise ApiError(
+            428, "precondition_required",
+            f"tracker {tracker.slug!r} requires If-Match with the version of field "
+            f"{f.name!r} you edited, so that a concurrent change is not overwritten",
+            field=f.name,
+        )
+    value = await _check_value(session, f, raw_value)
+    at = now()
+    await session.execute(_insert_missing(session, item.id, f.id, at))
+    # FOR UPDATE: on PostgreSQL a concurrent save of this field waits here, then sees the
+    # committed version and fails the If-Match check. SQLite is serialized already.
+    fv = await session.scalar(
+        select(FieldValue)
+        .where(FieldValue.item_id == item.id, FieldValue.field_id == f.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert fv is not None
+    if if_match is not None and fv.version != if_match:
+        by = await session.scalar(select(User.username).where(User.id == fv.updated_by))
+        raise ApiError(
+            412, "version_conflict",
+            f"field {f.name!r} was changed to version {fv.version} by {by or 'someone'} "
+            f"after the version {if_match} you edited; reload it or resend with "
+            f'If-Match: "{fv.version}" to overwrite',
+            field=f.name,
+            current={"value": fv.value, "version": fv.version,
+                     "updated_at": iso(fv.updated_at), "updated_by": by},
+        )
+    if fv.version > 0 and fv.value == value:
+        by = await session.scalar(select(User.username).where(User.id == fv.updated_by))
+        return SaveResult(None, fv.value, fv.version, fv.updated_at, by)
+    change = await _apply(session, item, f, value, who, fv, at, "user")
+    return SaveResult(change, value, change.version, at, who.username)
+
+
+async def create_item(
+    session: AsyncSession, tracker: Tracker, fields: list[FieldDef], who: Principal,
+    values: dict[str, Any],
+) -> tuple[Item, list[Change]]:
+    if not isinstance(values, dict):
+        raise invalid("fields must be an object of field name -> value")
+    if not (who.is_admin or any(f.editable_by(who) for f in fields)):
+        raise forbidden(f"you may not edit any field of tracker {tracker.slug!r}, "
+                        "so you may not create items in it")
+    by_name = {f.name: f for f in fields}
+    checked: list[tuple[FieldDef, Any]] = []
+    for name, raw in values.items():
+        f = by_name.get(name)
+        if f is None or not f.readable_by(who):
+            raise invalid(f"tracker {tracker.slug!r} has no field {name!r}", field=name)
+        _editable(f, who)
+        checked.append((f, await _check_value(session, f, raw)))
+    at = now()
+    item = Item(tracker_id=tracker.id, version=0, created_at=at, created_by=who.user_id)
+    session.add(item)
+    await session.flush()
+    changes = []
+    for f, value in checked:
+        fv = FieldValue(item_id=item.id, field_id=f.id, value=None, version=0, updated_at=at)
+        session.add(fv)
+        await session.flush()
+        if value is not None:
+            changes.append(await _apply(session, item, f, value, who, fv, at, "user"))
+    await session.refresh(item)
+    return item, changes
+
+
+# ---- the change log --------------------------------------------------------------------
+
+
+async def changes_since(
+    session: AsyncSession, who: Principal, *, since: int, limit: int,
+    item_id: int | None = None, tracker_id: int | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """Log rows after ``since`` that the caller may read now, and the cursor to resume from.
+
+    The cursor is the last row scanned, not the last returned, so a caller who may read
+    little still moves forward.
+    """
+    query = select(ChangeLog, User.username).outerjoin(User, User.id == ChangeLog.actor_id)
+    query = query.where(ChangeLog.id > since)
+    if item_id is not None:
+        query = query.where(ChangeLog.item_id == item_id)
+    if tracker_id is not None:
+        query = query.where(ChangeLog.tracker_id == tracker_id)
+    rows = (await session.execute(query.order_by(ChangeLog.id).limit(limit))).all()
+    fields = await load_fields(session, {row.tracker_id for row, _ in rows})
+    by_id = {f.id: f for defs in fields.values() for f in defs}
+    trackers = dict(
+        (await session.execute(
+            select(Tracker.id, Tracker.slug).where(Tracker.id.in_(list(fields)))
+        )).all()
+    )
+    out = []
+    for row, username in rows:
+        f = by_id.get(row.field_id)
+        if f is None or not f.readable_by(who):
+            continue
+        out.append({
+            "event": row.id,
+            "item": row.item_id,
+            "tracker": trackers.get(row.tracker_id),
+            "field": row.field_name,
+            "old_version": row.old_version,
+            "version": row.new_version,
+            "item_version": row.item_version,
+            "value": row.new_value,
+            "old_value": row.old_value,
+            "by": username,
+            "source": row.source,
+            "at": iso(row.at),
+        })
+    cursor = rows[-1][0].id if rows else since
+    return out, cursor
+
+
+async def log_head(session: AsyncSession) -> int:
+    value = await session.scalar(select(EventCounter.value).where(EventCounter.id == 1))
+    return int(value or 0)

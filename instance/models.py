@@ -1,0 +1,206 @@
+"""The tracker's tables. The schema itself is owned by the Alembic migrations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Memberships and field rights are association tables without ORM collections: the
+# rights code reads them with one query per table (instance.rights.load_fields).
+
+# Stable constraint names, so migrations can refer to them on every database.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BigInteger ids on PostgreSQL; SQLite only auto-increments INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+user_groups = Table(
+    "user_groups",
+    Base.metadata,
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_id", ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+)
+
+field_read_groups = Table(
+    "field_read_groups",
+    Base.metadata,
+    Column("field_id", ForeignKey("fields.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_id", ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+)
+
+field_edit_groups = Table(
+    "field_edit_groups",
+    Base.metadata,
+    Column("field_id", ForeignKey("fields.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_id", ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Meta(Base):
+    """Instance-wide values: the change log's epoch and the event counter."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class EventCounter(Base):
+    """One row. Taking its row lock last in every write transaction hands out event ids
+    in commit order with no gaps, so a reader of the log never skips an event that
+    commits later with a smaller id."""
+
+    __tablename__ = "event_counter"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Group(Base):
+    __tablename__ = "groups"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Session(Base):
+    """A browser login. The cookie holds a random token; we keep only its hash."""
+
+    __tablename__ = "sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Tracker(Base):
+    __tablename__ = "trackers"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    # When set, a PATCH without If-Match is refused with 428 instead of last-write-wins.
+    require_if_match: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    fields: Mapped[list[Field]] = relationship(
+        back_populates="tracker", lazy="raise", order_by="Field.position"
+    )
+
+
+class Field(Base):
+    __tablename__ = "fields"
+    __table_args__ = (UniqueConstraint("tracker_id", "name", name="uq_fields_tracker_name"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tracker_id: Mapped[int] = mapped_column(ForeignKey("trackers.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(20))
+    # Per type: dropdown {"choices": [...]}, number {"min", "max", "integer"},
+    # remote {"source": {"instance", "tracker", "field"}}.
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    # Federation: "none", "partners" (only the instances in export_partners) or "public".
+    export_mode: Mapped[str] = mapped_column(String(10), default="none")
+    export_partners: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    tracker: Mapped[Tracker] = relationship(back_populates="fields", lazy="raise")
+
+
+class Item(Base):
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tracker_id: Mapped[int] = mapped_column(
+        ForeignKey("trackers.id", ondelete="CASCADE"), index=True
+    )
+    # Bumped on every accepted field change: the item version federation notifies.
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    # The foreign item this one mirrors remote fields from (filled by federation).
+    remote_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+
+
+class FieldValue(Base):
+    __tablename__ = "field_values"
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    field_id: Mapped[int] = mapped_column(
+        ForeignKey("fields.id", ondelete="CASCADE"), primary_key=True
+    )
+    value: Mapped[object] = mapped_column(JSON, nullable=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_by: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+
+
+class ChangeLog(Base):
+    """Append-only. ``id`` is the event id, handed out by EventCounter, so it is gap-free
+    and in commit order. Item and field ids are plain columns (no foreign keys) so the
+    history outlives what it describes."""
+
+    __tablename__ = "change_log"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    item_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    tracker_id: Mapped[int] = mapped_column(BigInteger)
+    field_id: Mapped[int] = mapped_column(BigInteger)
+    field_name: Mapped[str] = mapped_column(String(64))
+    old_version: Mapped[int] = mapped_column(BigInteger)
+    new_version: Mapped[int] = mapped_column(BigInteger)
+    item_version: Mapped[int] = mapped_column(BigInteger)
+    old_value: Mapped[object] = mapped_column(JSON, nullable=True)
+    new_value: Mapped[object] = mapped_column(JSON, nullable=True)
+    actor_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # "user" for edits through the API, "federation" for mirrored remote values.
+    source: Mapped[str] = mapped_column(String(20), default="user")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,125 @@
+"""Who may read and edit which field.
+
+Rights are looked up afresh for every request, so a change of group membership or of a
+field's groups takes effect on the next request without anyone logging in again.
+
+Rules (Tiki's "visible by" / "editable by"):
+- Everyone is in the built-in group Anonymous; every logged-in user also in Registered.
+- A field is readable by members of its read groups, editable by members of its edit
+  groups who can also read it. A field with no read groups is readable only by admins.
+- Admins read and edit every field. Nobody edits a ``remote`` field: its host owns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from instance.models import Field, Group, User, field_edit_groups, field_read_groups, user_groups
+
+ANONYMOUS = "Anonymous"
+REGISTERED = "Registered"
+BUILTIN_GROUPS = (ANONYMOUS, REGISTERED)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of a request: a user (or nobody), and every group they are in."""
+
+    user_id: int | None
+    username: str | None
+    is_admin: bool
+    group_ids: frozenset[int]
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.user_id is not None
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    """A field with its group ids: everything a rights or validation check needs."""
+
+    id: int
+    tracker_id: int
+    name: str
+    label: str
+    type: str
+    options: dict[str, Any]
+    position: int
+    read_group_ids: frozenset[int]
+    edit_group_ids: frozenset[int]
+    export_mode: str
+    export_partners: tuple[str, ...]
+
+    def readable_by(self, who: Principal) -> bool:
+        return who.is_admin or bool(self.read_group_ids & who.group_ids)
+
+    def editable_by(self, who: Principal) -> bool:
+        if self.type == "remote":
+            return False
+        if who.is_admin:
+            return True
+        return bool(self.edit_group_ids & who.group_ids) and self.readable_by(who)
+
+
+async def builtin_group_ids(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(select(Group.name, Group.id).where(Group.builtin.is_(True)))
+    return {name: gid for name, gid in rows.all()}
+
+
+async def principal_for(session: AsyncSession, user: User | None) -> Principal:
+    builtin = await builtin_group_ids(session)
+    if user is None:
+        return Principal(None, None, False, frozenset({builtin[ANONYMOUS]}))
+    rows = await session.execute(
+        select(user_groups.c.group_id).where(user_groups.c.user_id == user.id)
+    )
+    ids = {builtin[ANONYMOUS], builtin[REGISTERED], *rows.scalars()}
+    return Principal(user.id, user.username, user.is_admin, frozenset(ids))
+
+
+async def load_fields(
+    session: AsyncSession, tracker_ids: Iterable[int]
+) -> dict[int, list[FieldDef]]:
+    """Field definitions per tracker, in display order, with their groups: 3 queries."""
+    ids = list(tracker_ids)
+    if not ids:
+        return {}
+    fields = (
+        await session.execute(
+            select(Field).where(Field.tracker_id.in_(ids)).order_by(Field.position, Field.id)
+        )
+    ).scalars().all()
+    field_ids = [f.id for f in fields]
+    read: dict[int, set[int]] = {fid: set() for fid in field_ids}
+    edit: dict[int, set[int]] = {fid: set() for fid in field_ids}
+    if field_ids:
+        for table, target in ((field_read_groups, read), (field_edit_groups, edit)):
+            rows = await session.execute(
+                select(table.c.field_id, table.c.group_id).where(table.c.field_id.in_(field_ids))
+            )
+            for fid, gid in rows.all():
+                target[fid].add(gid)
+    out: dict[int, list[FieldDef]] = {tid: [] for tid in ids}
+    for f in fields:
+        out[f.tracker_id].append(
+            FieldDef(
+                id=f.id,
+                tracker_id=f.tracker_id,
+                name=f.name,
+                label=f.label,
+                type=f.type,
+                options=dict(f.options or {}),
+                position=f.position,
+                read_group_ids=frozenset(read[f.id]),
+                edit_group_ids=frozenset(edit[f.id]),
+                export_mode=f.export_mode,
+                export_partners=tuple(f.export_partners or ()),
+            )
+        )
+    return out

@@ -1,0 +1,145 @@
+"""What every request handler needs: the app's state, the caller, the JSON body."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from quart import current_app, g, request
+
+from instance import accounts
+from instance.accounts import as_utc, now
+from instance.config import Settings
+from instance.db import Database
+from instance.errors import ApiError
+from instance.models import User
+from instance.rights import Principal, principal_for
+from instance.security import SESSION_COOKIE, TOKEN_PREFIX, Passwords
+
+STATE_KEY = "fieldcast"
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    passwords: Passwords
+
+
+def state() -> AppState:
+    return current_app.extensions[STATE_KEY]
+
+
+def db() -> Database:
+    return state().db
+
+
+async def caller() -> tuple[User | None, Principal]:
+    """The user behind this request and their groups, looked up once per request."""
+    if "fc_principal" in g:
+        return g.fc_user, g.fc_principal
+    user: User | None = None
+    via = "anonymous"
+    last_used = None
+    auth = request.headers.get("Authorization", "")
+    async with db().read() as session:
+        if auth:
+            scheme, _, secret = auth.partition(" ")
+            if scheme.lower() != "bearer" or not secret.startswith(TOKEN_PREFIX):
+                raise ApiError(
+                    401,
+                    "bad_token",
+                    "Authorization must be 'Bearer fc_…' with an API token from POST /api/tokens",
+                )
+            found = await accounts.user_for_token(session, secret.strip())
+            if found is None:
+                raise ApiError(
+                    401,
+                    "bad_token",
+                    "this API token is unknown, revoked, or belongs to a disabled account",
+                )
+            user, last_used = found
+            via = "token"
+        elif cookie := request.cookies.get(SESSION_COOKIE):
+            user = await accounts.user_for_session(session, cookie)
+            via = "session" if user else "anonymous"
+        principal = await principal_for(session, user)
+    if via == "session" and request.method not in ("GET", "HEAD", "OPTIONS"):
+        _check_origin()
+    if via == "token" and (last_used is None or now() - as_utc(last_used) > timedelta(minutes=1)):
+        # At most one write per token per minute: a busy script should not turn every
+        # read into a write.
+        async with db().write() as session:
+            await accounts.touch_token(session, secret.strip())
+    g.fc_user, g.fc_principal, g.fc_via = user, principal, via
+    return user, principal
+
+
+def _check_origin() -> None:
+    # Cookies ride along on cross-site requests; a state-changing request whose Origin is
+    # another site is a forgery (our JSON-only bodies stop plain forms; this stops the rest).
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    own = urlsplit(state().settings.base_url)
+    theirs = urlsplit(origin)
+    host = request.headers.get("Host", "")
+    if (theirs.scheme, theirs.netloc) != (own.scheme, own.netloc) and theirs.netloc != host:
+        raise ApiError(
+            403, "cross_origin", f"requests from {origin} may not use this instance's login cookie"
+        )
+
+
+async def principal() -> Principal:
+    return (await caller())[1]
+
+
+async def require_login() -> tuple[User, Principal]:
+    user, who = await caller()
+    if user is None:
+        raise ApiError(401, "login_required", "log in (POST /api/login) or send an API token")
+    return user, who
+
+
+async def require_admin() -> tuple[User, Principal]:
+    user, who = await require_login()
+    if not who.is_admin:
+        raise ApiError(403, "admin_required", "only an admin may do this")
+    return user, who
+
+
+async def json_body() -> dict[str, Any]:
+    if not request.is_json:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        )
+    data = await request.get_json(silent=True)
+    if data is None:
+        raise ApiError(400, "bad_json", "the body is not valid JSON")
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid", "the body must be a JSON object")
+    return data
+
+
+def int_arg(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(
+            400, "bad_query", f"query parameter {name} must be a whole number, got {raw!r}"
+        ) from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ApiError(
+            400,
+            "bad_query",
+            f"query parameter {name} must be between {minimum} "
+            f"and {maximum if maximum is not None else 'any size'}, got {value}",
+        )
+    return value
