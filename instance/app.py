@@ -27,7 +27,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Quart
     app = Quart("fieldcast")
     # Quart refuses larger bodies with 413 while reading them, before any parsing.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.config["JSON_SORT_KEYS"] = False
+    # Item fields are sent in the tracker's display order; sorting would lose it.
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     db = database or Database(settings.effective_database_url)
     app.extensions[STATE_KEY] = AppState(settings=settings, db=db, passwords=Passwords(settings))
 

@@ -1,0 +1,10 @@
+"""The ASGI entry point for Hypercorn worker processes (`fieldcast serve --workers N`).
+
+Settings come from FIELDCAST_DATA_DIR / FIELDCAST_CONFIG and the environment, which
+`fieldcast serve` sets before it starts the workers.
+"""
+
+from instance.app import create_app
+from instance.config import load_settings
+
+app = create_app(load_settings())
