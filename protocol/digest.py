@@ -60,6 +60,7 @@ def header_value(pairs: Iterable[tuple[str, str]], name: str) -> str | None:
     values = [value.strip(" \t") for key, value in pairs if key.lower() == wanted]
     return ", ".join(values) if values else None
 
+
 # RFC 9530 section 5 registers sha-256 and sha-512 as "Active"; md5, sha, crc32c etc.
 # are "Deprecated" or "Insecure" and are never accepted as the only digest.
 CONTENT_DIGEST_ALGORITHMS: dict[str, _Hasher] = {
@@ -177,8 +178,7 @@ def verify_legacy_digest(value: str | None, body: bytes) -> tuple[str, ...]:
         algorithm = name.strip().lower()
         if not sep or not algorithm or not encoded:
             raise RemoteProtocolError(
-                f"Digest member {raw_member.strip()!r} is malformed; "
-                "expected 'SHA-256=<base64>'",
+                f"Digest member {raw_member.strip()!r} is malformed; expected 'SHA-256=<base64>'",
                 status_hint=400,
             )
         if algorithm in seen:
