@@ -156,7 +156,8 @@ _passed: dict[str, int] = {"postgres": 0}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.when == "call" and report.passed and "[postgres" in report.nodeid:
+    params = report.nodeid.partition("[")[2].rstrip("]")
+    if report.when == "call" and report.passed and "postgres" in params.split("-"):
         _passed["postgres"] += 1
 
 
