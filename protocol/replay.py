@@ -85,7 +85,7 @@ class ReplayCache:
                 "sign every request anew (a fresh created/Date or nonce)",
                 status_hint=401,
             )
-        if valid_until <= now:
+        if valid_until < now:
             return  # already outside its window; the time checks refuse any repeat
         if self.entries_for(key_id) >= self.max_per_key:
             self._drop((key_id, next(iter(self._per_key[key_id]))))
@@ -105,7 +105,8 @@ class ReplayCache:
         dropped = 0
         while self._entries:
             entry, valid_until = next(iter(self._entries.items()))
-            if valid_until > now:
+            # valid_until is the last instant still accepted, so keep it until then.
+            if valid_until >= now:
                 break
             self._drop(entry)
             dropped += 1

@@ -39,7 +39,8 @@ def test_entries_expire_with_their_window() -> None:
     cache = ReplayCache()
     remember(cache, "k", b"one", until=NOW + 10)
     remember(cache, "k", b"two", until=NOW + 20)
-    assert cache.expire(NOW + 10) == 1
+    assert cache.expire(NOW + 10) == 0  # valid_until is still an accepted instant
+    assert cache.expire(NOW + 10.5) == 1
     assert len(cache) == 1 and ("k", b"one") not in cache
     # Once past its window the time checks refuse a repeat, so forgetting it is safe.
     remember(cache, "k", b"one", until=NOW + 30, now=NOW + 11)
@@ -48,10 +49,19 @@ def test_entries_expire_with_their_window() -> None:
     assert cache.entries_for("k") == 1
 
 
+def test_a_replay_at_the_last_accepted_instant_is_refused() -> None:
+    cache = ReplayCache()
+    remember(cache, "k", b"sig", until=NOW + 300)
+    with pytest.raises(ReplayedSignature):
+        remember(cache, "k", b"sig", until=NOW + 300, now=NOW + 300)
+
+
 def test_already_expired_signatures_are_not_stored() -> None:
     cache = ReplayCache()
-    remember(cache, "k", b"late", until=NOW, now=NOW)
+    remember(cache, "k", b"late", until=NOW - 1, now=NOW)
     assert len(cache) == 0
+    remember(cache, "k", b"last second", until=NOW, now=NOW)
+    assert len(cache) == 1
 
 
 def test_global_bound_evicts_least_recently_seen() -> None:
