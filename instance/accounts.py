@@ -272,20 +272,22 @@ async def close_session(session: AsyncSession, token: str) -> None:
     await session.execute(delete(Session).where(Session.token_hash == digest(token)))
 
 
-async def user_for_session(session: AsyncSession, token: str) -> User | None:
-    row = (
+async def user_for_session(session: AsyncSession, token: str) -> tuple[User, list[int]] | None:
+    """The session's user and the ids of the groups they joined, in one query."""
+    rows = (
         await session.execute(
-            select(User, Session.expires_at)
+            select(User, Session.expires_at, user_groups.c.group_id)
             .join(Session, Session.user_id == User.id)
+            .outerjoin(user_groups, user_groups.c.user_id == User.id)
             .where(Session.token_hash == digest(token))
         )
-    ).first()
-    if row is None:
+    ).all()
+    if not rows:
         return None
-    user, expires_at = row
+    user, expires_at = rows[0][0], rows[0][1]
     if as_utc(expires_at) <= now() or user.disabled:
         return None
-    return user
+    return user, [gid for *_, gid in rows if gid is not None]
 
 
 async def create_token(session: AsyncSession, user: User, name: Any) -> tuple[ApiToken, str]:
@@ -298,18 +300,21 @@ async def create_token(session: AsyncSession, user: User, name: Any) -> tuple[Ap
     return token, secret
 
 
-async def user_for_token(session: AsyncSession, secret: str) -> tuple[User, datetime | None] | None:
-    """The token's user and when the token was last used, or None."""
-    row = (
+async def user_for_token(
+    session: AsyncSession, secret: str
+) -> tuple[User, datetime | None, list[int]] | None:
+    """The token's user, when the token was last used, and the user's group ids."""
+    rows = (
         await session.execute(
-            select(User, ApiToken.last_used_at)
+            select(User, ApiToken.last_used_at, user_groups.c.group_id)
             .join(ApiToken, ApiToken.user_id == User.id)
+            .outerjoin(user_groups, user_groups.c.user_id == User.id)
             .where(ApiToken.token_hash == digest(secret))
         )
-    ).first()
-    if row is None or row[0].disabled:
+    ).all()
+    if not rows or rows[0][0].disabled:
         return None
-    return row[0], row[1]
+    return rows[0][0], rows[0][1], [gid for *_, gid in rows if gid is not None]
 
 
 async def touch_token(session: AsyncSession, secret: str) -> None:

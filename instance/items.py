@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -182,30 +182,38 @@ def _insert_missing(session: AsyncSession, item_id: int, field_id: int, at: date
     )
 
 
+@dataclass(frozen=True)
+class Current:
+    """A field value as locked for update: what a save compares and logs."""
+
+    value: Any
+    version: int
+    updated_at: datetime
+    updated_by: int | None
+
+
 async def _apply(
-    session: AsyncSession, item: Item, f: FieldDef, value: Any, who: Principal,
-    fv: FieldValue, at: datetime, source: str,
+    session: AsyncSession, item_id: int, tracker_id: int, f: FieldDef, value: Any,
+    who: Principal, old: Current, at: datetime, source: str,
 ) -> Change:
-    old_value, old_version = fv.value, fv.version
     await session.execute(
         update(FieldValue)
-        .where(FieldValue.item_id == item.id, FieldValue.field_id == f.id)
-        .values(value=value, version=old_version + 1, updated_at=at, updated_by=who.user_id)
+        .where(FieldValue.item_id == item_id, FieldValue.field_id == f.id)
+        .values(value=value, version=old.version + 1, updated_at=at, updated_by=who.user_id)
     )
-    item_version = await _bump_item(session, item.id)
+    item_version = await _bump_item(session, item_id)
     event_id = await _next_event_id(session)
-    session.add(
-        ChangeLog(
-            id=event_id, item_id=item.id, tracker_id=item.tracker_id, field_id=f.id,
-            field_name=f.name, old_version=old_version, new_version=old_version + 1,
-            item_version=item_version, old_value=old_value, new_value=value,
+    await session.execute(
+        insert(ChangeLog).values(
+            id=event_id, item_id=item_id, tracker_id=tracker_id, field_id=f.id,
+            field_name=f.name, old_version=old.version, new_version=old.version + 1,
+            item_version=item_version, old_value=old.value, new_value=value,
             actor_id=who.user_id, source=source, at=at,
         )
     )
-    await session.flush()
     return Change(
-        event_id=event_id, item_id=item.id, tracker_id=item.tracker_id, field_id=f.id,
-        field_name=f.name, value=value, version=old_version + 1, item_version=item_version,
+        event_id=event_id, item_id=item_id, tracker_id=tracker_id, field_id=f.id,
+        field_name=f.name, value=value, version=old.version + 1, item_version=item_version,
         actor=who.username, at=at,
     )
 
@@ -248,28 +256,30 @@ async def save_field(
     await session.execute(_insert_missing(session, item.id, f.id, at))
     # FOR UPDATE: on PostgreSQL a concurrent save of this field waits here, then sees the
     # committed version and fails the If-Match check. SQLite is serialized already.
-    fv = await session.scalar(
-        select(FieldValue)
-        .where(FieldValue.item_id == item.id, FieldValue.field_id == f.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    assert fv is not None
-    if if_match is not None and fv.version != if_match:
-        by = await session.scalar(select(User.username).where(User.id == fv.updated_by))
+    row = (
+        await session.execute(
+            select(FieldValue.value, FieldValue.version, FieldValue.updated_at,
+                   FieldValue.updated_by)
+            .where(FieldValue.item_id == item.id, FieldValue.field_id == f.id)
+            .with_for_update()
+        )
+    ).one()
+    cur = Current(*row)
+    if if_match is not None and cur.version != if_match:
+        by = await session.scalar(select(User.username).where(User.id == cur.updated_by))
         raise ApiError(
             412, "version_conflict",
-            f"field {f.name!r} was changed to version {fv.version} by {by or 'someone'} "
+            f"field {f.name!r} was changed to version {cur.version} by {by or 'someone'} "
             f"after the version {if_match} you edited; reload it or resend with "
-            f'If-Match: "{fv.version}" to overwrite',
+            f'If-Match: "{cur.version}" to overwrite',
             field=f.name,
-            current={"value": fv.value, "version": fv.version,
-                     "updated_at": iso(fv.updated_at), "updated_by": by},
+            current={"value": cur.value, "version": cur.version,
+                     "updated_at": iso(cur.updated_at), "updated_by": by},
         )
-    if fv.version > 0 and fv.value == value:
-        by = await session.scalar(select(User.username).where(User.id == fv.updated_by))
-        return SaveResult(None, fv.value, fv.version, fv.updated_at, by)
-    change = await _apply(session, item, f, value, who, fv, at, "user")
+    if cur.version > 0 and cur.value == value:
+        by = await session.scalar(select(User.username).where(User.id == cur.updated_by))
+        return SaveResult(None, cur.value, cur.version, cur.updated_at, by)
+    change = await _apply(session, item.id, item.tracker_id, f, value, who, cur, at, "user")
     return SaveResult(change, value, change.version, at, who.username)
 
 
@@ -295,12 +305,17 @@ async def create_item(
     session.add(item)
     await session.flush()
     changes = []
+    if checked:
+        await session.execute(insert(FieldValue), [
+            {"item_id": item.id, "field_id": f.id, "value": None, "version": 0,
+             "updated_at": at} for f, _ in checked
+        ])
+    empty = Current(None, 0, at, None)
     for f, value in checked:
-        fv = FieldValue(item_id=item.id, field_id=f.id, value=None, version=0, updated_at=at)
-        session.add(fv)
-        await session.flush()
         if value is not None:
-            changes.append(await _apply(session, item, f, value, who, fv, at, "user"))
+            changes.append(
+                await _apply(session, item.id, tracker.id, f, value, who, empty, at, "user")
+            )
     await session.refresh(item)
     return item, changes
 

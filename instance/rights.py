@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance.models import Field, Group, User, field_edit_groups, field_read_groups, user_groups
@@ -72,15 +72,23 @@ async def builtin_group_ids(session: AsyncSession) -> dict[str, int]:
     return {name: gid for name, gid in rows.all()}
 
 
-async def principal_for(session: AsyncSession, user: User | None) -> Principal:
-    builtin = await builtin_group_ids(session)
+def principal_from(user: User | None, member_of: Iterable[int], builtin: dict[str, int]
+                   ) -> Principal:
+    """The caller with their implicit groups added (Anonymous; Registered when logged in)."""
     if user is None:
         return Principal(None, None, False, frozenset({builtin[ANONYMOUS]}))
-    rows = await session.execute(
-        select(user_groups.c.group_id).where(user_groups.c.user_id == user.id)
-    )
-    ids = {builtin[ANONYMOUS], builtin[REGISTERED], *rows.scalars()}
+    ids = {builtin[ANONYMOUS], builtin[REGISTERED], *member_of}
     return Principal(user.id, user.username, user.is_admin, frozenset(ids))
+
+
+async def principal_for(session: AsyncSession, user: User | None) -> Principal:
+    member_of: list[int] = []
+    if user is not None:
+        rows = await session.execute(
+            select(user_groups.c.group_id).where(user_groups.c.user_id == user.id)
+        )
+        member_of = list(rows.scalars())
+    return principal_from(user, member_of, await builtin_group_ids(session))
 
 
 async def load_fields(
@@ -99,12 +107,15 @@ async def load_fields(
     read: dict[int, set[int]] = {fid: set() for fid in field_ids}
     edit: dict[int, set[int]] = {fid: set() for fid in field_ids}
     if field_ids:
-        for table, target in ((field_read_groups, read), (field_edit_groups, edit)):
-            rows = await session.execute(
-                select(table.c.field_id, table.c.group_id).where(table.c.field_id.in_(field_ids))
-            )
-            for fid, gid in rows.all():
-                target[fid].add(gid)
+        # Both rights tables in one round trip.
+        both = union_all(
+            select(literal("r"), field_read_groups.c.field_id, field_read_groups.c.group_id)
+            .where(field_read_groups.c.field_id.in_(field_ids)),
+            select(literal("e"), field_edit_groups.c.field_id, field_edit_groups.c.group_id)
+            .where(field_edit_groups.c.field_id.in_(field_ids)),
+        )
+        for kind, fid, gid in (await session.execute(both)).all():
+            (read if kind == "r" else edit)[fid].add(gid)
     out: dict[int, list[FieldDef]] = {tid: [] for tid in ids}
     for f in fields:
         out[f.tracker_id].append(

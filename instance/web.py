@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from quart import current_app, g, request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance import accounts
 from instance.accounts import as_utc, now
@@ -15,7 +16,7 @@ from instance.config import Settings
 from instance.db import Database
 from instance.errors import ApiError
 from instance.models import User
-from instance.rights import Principal, principal_for
+from instance.rights import Principal, builtin_group_ids, principal_from
 from instance.security import SESSION_COOKIE, TOKEN_PREFIX, Passwords
 
 STATE_KEY = "fieldcast"
@@ -26,6 +27,13 @@ class AppState:
     settings: Settings
     db: Database
     passwords: Passwords
+    _builtin: dict[str, int] | None = None
+
+    async def builtin_groups(self, session: AsyncSession) -> dict[str, int]:
+        # Built-in groups can be neither renamed nor deleted, so their ids never change.
+        if self._builtin is None:
+            self._builtin = await builtin_group_ids(session)
+        return self._builtin
 
 
 def state() -> AppState:
@@ -37,42 +45,40 @@ def db() -> Database:
 
 
 async def caller() -> tuple[User | None, Principal]:
-    """The user behind this request and their groups, looked up once per request."""
+    """The user behind this request and their groups: one query, once per request."""
     if "fc_principal" in g:
         return g.fc_user, g.fc_principal
     user: User | None = None
+    member_of: list[int] = []
     via = "anonymous"
     last_used = None
     auth = request.headers.get("Authorization", "")
     async with db().read() as session:
         if auth:
             scheme, _, secret = auth.partition(" ")
+            secret = secret.strip()
             if scheme.lower() != "bearer" or not secret.startswith(TOKEN_PREFIX):
-                raise ApiError(
-                    401,
-                    "bad_token",
-                    "Authorization must be 'Bearer fc_…' with an API token from POST /api/tokens",
-                )
-            found = await accounts.user_for_token(session, secret.strip())
+                raise ApiError(401, "bad_token", "Authorization must be 'Bearer fc_…' "
+                               "with an API token from POST /api/tokens")
+            found = await accounts.user_for_token(session, secret)
             if found is None:
-                raise ApiError(
-                    401,
-                    "bad_token",
-                    "this API token is unknown, revoked, or belongs to a disabled account",
-                )
-            user, last_used = found
+                raise ApiError(401, "bad_token", "this API token is unknown, revoked, or "
+                               "belongs to a disabled account")
+            user, last_used, member_of = found
             via = "token"
         elif cookie := request.cookies.get(SESSION_COOKIE):
-            user = await accounts.user_for_session(session, cookie)
-            via = "session" if user else "anonymous"
-        principal = await principal_for(session, user)
+            if (logged_in := await accounts.user_for_session(session, cookie)) is not None:
+                user, member_of = logged_in
+                via = "session"
+        builtin = await state().builtin_groups(session)
+    principal = principal_from(user, member_of, builtin)
     if via == "session" and request.method not in ("GET", "HEAD", "OPTIONS"):
         _check_origin()
     if via == "token" and (last_used is None or now() - as_utc(last_used) > timedelta(minutes=1)):
         # At most one write per token per minute: a busy script should not turn every
         # read into a write.
         async with db().write() as session:
-            await accounts.touch_token(session, secret.strip())
+            await accounts.touch_token(session, secret)
     g.fc_user, g.fc_principal, g.fc_via = user, principal, via
     return user, principal
 
