@@ -35,8 +35,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from protocol.digest import Headers, header_pairs, header_value, legacy_digest
-from protocol.digest import verify_legacy_digest as _verify_legacy_digest
+from protocol.digest import (
+    Headers,
+    header_pairs,
+    header_value,
+    legacy_digest,
+    verify_legacy_digest,
+)
 from protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -482,7 +487,7 @@ def verify(
         )
     digest = header_value(pairs, "digest")
     if digest is not None or body:
-        _verify_legacy_digest(digest, body)
+        verify_legacy_digest(digest, body)
 
     key = resolve_key(params.key_id)
     if key is None:

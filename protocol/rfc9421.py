@@ -36,8 +36,13 @@ from http_message_signatures import (
     algorithms,
 )
 
-from protocol.digest import Headers, content_digest, header_pairs, header_value
-from protocol.digest import verify_content_digest as _verify_content_digest
+from protocol.digest import (
+    Headers,
+    content_digest,
+    header_pairs,
+    header_value,
+    verify_content_digest,
+)
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -93,7 +98,12 @@ class HmacSecret:
 
 
 class _HeaderLines:
-    """Header container in the shape ``http-message-signatures`` reads and writes."""
+    """Read-only header view in the shape ``http-message-signatures`` reads.
+
+    Repeated lines stay separate; the package joins them as RFC 9421 section 2.1 says.
+    Never written to: we add Content-Digest ourselves and serialize the signature
+    headers ourselves.
+    """
 
     def __init__(self, pairs: list[tuple[str, str]]) -> None:
         self._pairs = pairs
@@ -106,13 +116,6 @@ class _HeaderLines:
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and any(n.lower() == name.lower() for n, _ in self._pairs)
-
-    def __setitem__(self, name: str, value: str) -> None:
-        self.__delitem__(name)
-        self._pairs.append((name, value))
-
-    def __delitem__(self, name: str) -> None:
-        self._pairs = [(n, v) for n, v in self._pairs if n.lower() != name.lower()]
 
 
 @dataclass
@@ -551,7 +554,7 @@ def verify(
     _check_coverage(sig, required_components(pairs, body) if required is None else required)
     digest = header_value(pairs, "content-digest")
     if digest is not None or body:
-        _verify_content_digest(digest, body)
+        verify_content_digest(digest, body)
 
     key = resolve_key(sig.key_id)
     if key is None:

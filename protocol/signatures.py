@@ -12,7 +12,7 @@ Profiles (see SIGNATURES.md):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -45,7 +45,7 @@ PROFILES: tuple[str, ...] = (RFC9421_ED25519, CAVAGE_RSA_SHA256)
 DEFAULT_SKEW = 300
 
 SigningKey = Ed25519PrivateKey | rsa.RSAPrivateKey | HmacSecret
-KeyResolver = Callable[[str], object | None]
+KeyResolver = rfc9421.KeyResolver
 """keyid -> ``Ed25519PublicKey`` | ``RSAPublicKey`` | ``HmacSecret`` | None (unknown).
 
 The key's type decides the algorithm. It may raise ``RemoteProtocolError`` with
