@@ -273,6 +273,9 @@ def signing_string(
                 f"signature covers {name} but the request has no {name} header",
                 status_hint=401,
             )
+        if "\n" in value or "\r" in value:
+            # A line break would let one header forge further lines of the string.
+            raise error(f"signed value of {name} contains a line break", status_hint=400)
         lines.append(f"{name}: {value}")
     text = "\n".join(lines)
     if not text.isascii():
@@ -307,8 +310,9 @@ def sign(
     now: float,
     backend: Backend = "cryptography",
 ) -> dict[str, str]:
-    """Sign a request; return the headers to add (``Host`` only if absent, ``Date``,
-    ``Digest`` with a body, ``Signature``). They replace headers of the same name.
+    """Sign a request; return the headers to add: ``Host`` (only if absent), ``Date``,
+    ``Digest`` (with a body, and on every POST/PUT/PATCH), ``Signature``. They replace
+    headers of the same name.
     """
     if not isinstance(key, rsa.RSAPrivateKey):
         raise LocalProtocolError(

@@ -652,6 +652,12 @@ class TestSigningInputs:
                 now=NOW,  # type: ignore[arg-type]
             )
 
+    def test_line_break_in_a_signed_value_is_refused(self) -> None:
+        headers = {"Host": "b.example", "Date": "x\ndigest: SHA-256=forged"}
+        with pytest.raises(RemoteProtocolError, match="line break") as info:
+            cavage.signing_string(("host", "date"), method="GET", url=URL, headers=headers)
+        assert info.value.status_hint == 400
+
     def test_non_ascii_header_cannot_be_signed(self, rsa_key: rsa.RSAPrivateKey) -> None:
         with pytest.raises(LocalProtocolError, match="not ASCII"):
             cavage.sign(
