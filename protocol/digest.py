@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import http_sf
 
@@ -28,6 +29,7 @@ __all__ = [
     "header_pairs",
     "header_value",
     "legacy_digest",
+    "parse_dictionary",
     "verify_content_digest",
     "verify_legacy_digest",
 ]
@@ -131,9 +133,21 @@ def verify_content_digest(value: str | None, body: bytes) -> tuple[str, ...]:
 
 
 def _parse_content_digest(value: str) -> dict[str, object]:
-    def refuse_duplicate(name: str, context: str) -> None:
-        # A second member would let a sender show different digests to different parsers.
-        raise ValueError(f"duplicate member {name!r}")
+    parsed = parse_dictionary("Content-Digest", value)
+    if not parsed:
+        raise RemoteProtocolError("Content-Digest is empty", status_hint=400)
+    return {name: member[0] for name, member in parsed.items()}
+
+
+def parse_dictionary(field: str, value: str) -> dict[str, Any]:
+    """Parse an RFC 8941 dictionary field strictly: a repeated key is refused (400).
+
+    RFC 8941 lets the last duplicate win; refusing it means no two parsers can see
+    different digests or signatures in the same field.
+    """
+
+    def refuse_duplicate(key: str, context: str) -> None:
+        raise ValueError(f"duplicate {context} key {key!r}")
 
     try:
         parsed = http_sf.parse(
@@ -141,13 +155,9 @@ def _parse_content_digest(value: str) -> dict[str, object]:
         )
     except (UnicodeEncodeError, ValueError, TypeError) as exc:
         raise RemoteProtocolError(
-            f"Content-Digest is not a structured-field dictionary ({exc}); "
-            "expected e.g. 'sha-256=:<base64>:'",
-            status_hint=400,
+            f"{field} is not a valid structured-field dictionary: {exc}", status_hint=400
         ) from exc
-    if not isinstance(parsed, dict) or not parsed:
-        raise RemoteProtocolError("Content-Digest is empty", status_hint=400)
-    return {name: member[0] for name, member in parsed.items()}
+    return dict(parsed)
 
 
 def legacy_digest(body: bytes, algorithm: str = "SHA-256") -> str:

@@ -41,6 +41,7 @@ from protocol.digest import (
     content_digest,
     header_pairs,
     header_value,
+    parse_dictionary,
     verify_content_digest,
 )
 from protocol.errors import LocalProtocolError, RemoteProtocolError
@@ -396,8 +397,8 @@ def parse_signature_input(pairs: Sequence[tuple[str, str]]) -> SignatureInput:
             f"{missing} header is missing; RFC 9421 needs both Signature-Input and Signature",
             status_hint=401,
         )
-    inputs = _parse_dictionary("Signature-Input", raw_input)
-    signatures = _parse_dictionary("Signature", raw_signature)
+    inputs = parse_dictionary("Signature-Input", raw_input)
+    signatures = parse_dictionary("Signature", raw_signature)
     if set(inputs) != set(signatures):
         raise RemoteProtocolError(
             f"Signature-Input labels {sorted(inputs)} differ from Signature labels "
@@ -467,21 +468,6 @@ def parse_signature_input(pairs: Sequence[tuple[str, str]]) -> SignatureInput:
         alg=alg,
         nonce=nonce,
     )
-
-
-def _parse_dictionary(name: str, value: str) -> dict[str, Any]:
-    def refuse_duplicate(key: str, context: str) -> None:
-        raise ValueError(f"duplicate {context} key {key!r}")
-
-    try:
-        parsed = http_sf.parse(
-            value.encode("ascii"), tltype="dictionary", on_duplicate_key=refuse_duplicate
-        )
-    except (UnicodeEncodeError, ValueError, TypeError) as exc:
-        raise RemoteProtocolError(
-            f"{name} is not a valid structured-field dictionary: {exc}", status_hint=400
-        ) from exc
-    return dict(parsed)
 
 
 def _check_time(sig: SignatureInput, now: float, skew: int) -> float:
