@@ -107,6 +107,10 @@ def cmd_init(args: argparse.Namespace) -> None:
         "bind": args.bind,
     }
     settings = load_settings(data_dir=data_dir, config_file=args.config, overrides=overrides)
+    if args.exist_ok and config_path.exists():
+        if _run(settings, _has_admin, write=False):
+            print(f"{data_dir} is already set up; nothing to do")
+            return
     if not config_path.exists():
         config_path.write_text(render_toml(settings))
         print(f"wrote {config_path}")
@@ -116,7 +120,7 @@ def cmd_init(args: argparse.Namespace) -> None:
         raise CliError(reason)
 
     async def work(db: Database, session: AsyncSession) -> None:
-        if await session.scalar(select(User.id).where(User.is_admin.is_(True))) is not None:
+        if await _has_admin(db, session):
             raise CliError(
                 f"{data_dir} is already set up (it has an admin); "
                 "use `fieldcast user add NAME --admin` for another admin"
@@ -134,6 +138,10 @@ def cmd_init(args: argparse.Namespace) -> None:
             f"`fieldcast user set-password {args.admin}`)"
         )
     print(f"next: fieldcast serve --data-dir {data_dir}")
+
+
+async def _has_admin(db: Database, session: AsyncSession) -> bool:
+    return await session.scalar(select(User.id).where(User.is_admin.is_(True))) is not None
 
 
 def _describe_db(settings: Settings) -> str:
@@ -464,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--instance-name", help="a name for this instance")
     p.add_argument("--bind", help="host:port to serve on (default 127.0.0.1:8000)")
+    p.add_argument("--exist-ok", action="store_true",
+                   help="do nothing (and succeed) if the instance is already set up")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("migrate", parents=[common], help="apply pending database migrations")

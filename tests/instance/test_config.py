@@ -1,0 +1,55 @@
+"""Settings: defaults < TOML file < environment < command line, and clear refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from instance.config import ConfigError, load_settings, render_toml
+
+
+def test_precedence(tmp_path: Path) -> None:
+    (tmp_path / "fieldcast.toml").write_text(
+        'base_url = "https://a.example/"\nbind = "0.0.0.0:9000"\nmax_body_bytes = 10\n'
+    )
+    s = load_settings(data_dir=tmp_path, environ={"FIELDCAST_BIND": "127.0.0.1:9001"})
+    assert s.base_url == "https://a.example"  # trailing slash dropped
+    assert s.bind == "127.0.0.1:9001"  # environment beats the file
+    assert s.max_body_bytes == 10
+    assert s.secure_cookies
+    s = load_settings(data_dir=tmp_path, environ={}, overrides={"bind": "127.0.0.1:1"})
+    assert s.bind == "127.0.0.1:1"
+    assert s.effective_database_url == f"sqlite+aiosqlite:///{tmp_path.resolve()}/fieldcast.db"
+
+
+def test_rendered_file_round_trips(tmp_path: Path) -> None:
+    s = load_settings(data_dir=tmp_path, environ={}, overrides={"instance_name": 'a "b"'})
+    (tmp_path / "fieldcast.toml").write_text(render_toml(s))
+    again = load_settings(data_dir=tmp_path, environ={})
+    assert again == s
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        ('databse_url = "x"', {}, "unknown setting(s): databse_url"),
+        ("workers = 'two'", {}, "workers in"),
+        ("", {"FIELDCAST_WORKERS": "2"}, "workers > 1 needs PostgreSQL"),
+        ('base_url = "ftp://x"', {}, "base_url must be an absolute http(s) URL"),
+        ('base_url = "https://x/tracker"', {}, "must not have a path"),
+        ('bind = "8000"', {}, "bind must be host:port"),
+        ('database_url = "mysql://x"', {}, "database_url must start with"),
+        ("max_body_bytes = 0", {}, "max_body_bytes must be at least 1"),
+        ("this is not toml", {}, "is not valid TOML"),
+    ],
+)
+def test_refusals(tmp_path: Path, toml: str, env: dict[str, str], message: str) -> None:
+    (tmp_path / "fieldcast.toml").write_text(toml)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(data_dir=tmp_path, environ=env)
+
+
+def test_missing_named_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(config_file=tmp_path / "nope.toml", environ={})
