@@ -11,6 +11,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from instance import changelog
 from instance.errors import ApiError, conflict, invalid, not_found
 from instance.models import ApiToken, Group, Session, User, user_groups
 from instance.security import Passwords, check_password_strength, digest, new_api_token, new_secret
@@ -139,12 +140,15 @@ async def update_user(
             setattr(user, flag, changes[flag])
     if "password" in changes:
         user.password_hash = await passwords.hash(check_password(changes["password"]))
-        # A new password ends every open session of that user.
+    if "password" in changes or changes.get("disabled"):
+        # A new password or a disabled account ends every open session of that user,
+        # live connections included.
         await session.execute(delete(Session).where(Session.user_id == user.id))
-    if changes.get("disabled"):
-        await session.execute(delete(Session).where(Session.user_id == user.id))
+        await changelog.sessions_changed(session, now(), user.id)
     if "groups" in changes:
         await set_user_groups(session, user, changes["groups"])
+    elif "is_admin" in changes:
+        await changelog.rights_changed(session, now(), subject_id=user.id)
     await session.flush()
     return user
 
@@ -164,6 +168,7 @@ async def set_user_groups(session: AsyncSession, user: User, names: Any) -> None
         await session.execute(
             insert(user_groups), [{"user_id": user.id, "group_id": g.id} for g in groups]
         )
+    await changelog.rights_changed(session, now(), subject_id=user.id)
 
 
 async def authenticate(
@@ -219,6 +224,7 @@ async def delete_group(session: AsyncSession, name: str) -> None:
     if group.builtin:
         raise conflict(f"{name} is a built-in group and cannot be deleted")
     await session.delete(group)
+    await changelog.rights_changed(session, now())
 
 
 async def group_members(session: AsyncSession, group: Group) -> list[str]:
@@ -247,6 +253,7 @@ async def set_membership(
     )
     if member:
         await session.execute(insert(user_groups).values(user_id=user.id, group_id=group.id))
+    await changelog.rights_changed(session, now(), subject_id=user.id)
 
 
 # ---- sessions and tokens ---------------------------------------------------------------
@@ -269,7 +276,11 @@ async def open_session(session: AsyncSession, user: User, ttl_seconds: int) -> s
 
 
 async def close_session(session: AsyncSession, token: str) -> None:
-    await session.execute(delete(Session).where(Session.token_hash == digest(token)))
+    user_id = await session.scalar(
+        delete(Session).where(Session.token_hash == digest(token)).returning(Session.user_id)
+    )
+    if user_id is not None:
+        await changelog.sessions_changed(session, now(), user_id, actor_id=user_id)
 
 
 async def user_for_session(session: AsyncSession, token: str) -> tuple[User, list[int]] | None:

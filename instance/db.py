@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,11 @@ class Database:
         self.engine = make_engine(url)
         self.is_sqlite = url.startswith("sqlite")
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        # Called after a commit that appended to the change log, with [(event id,
+        # item id or None)]: how the live hub learns there is something to read.
+        self.after_commit: Callable[[list[tuple[int, int | None]]], Awaitable[None]] | None = (
+            None
+        )
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -73,6 +78,7 @@ class Database:
             async with AsyncSession(self.engine, expire_on_commit=False) as session:
                 async with session.begin():
                     yield session
+                await self._committed(session)
             return
         async with self._write_lock:
             conn = await self.engine.connect()
@@ -83,6 +89,12 @@ class Database:
                         yield session
             finally:
                 await conn.close()
+        await self._committed(session)
+
+    async def _committed(self, session: AsyncSession) -> None:
+        events = session.info.pop("fieldcast_events", None)
+        if events and self.after_commit is not None:
+            await self.after_commit(events)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -18,6 +18,7 @@ from sqlalchemy import exists, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from instance import changelog
 from instance.accounts import iso, now
 from instance.errors import ApiError, conflict, forbidden, invalid, not_found
 from instance.fieldtypes import FieldTypeError, validate_value
@@ -155,15 +156,6 @@ def _editable(f: FieldDef, who: Principal) -> None:
         raise forbidden(f"you may read field {f.name!r} but not edit it")
 
 
-async def _next_event_id(session: AsyncSession) -> int:
-    value = await session.scalar(
-        update(EventCounter).where(EventCounter.id == 1)
-        .values(value=EventCounter.value + 1).returning(EventCounter.value)
-    )
-    assert value is not None
-    return value
-
-
 async def _bump_item(session: AsyncSession, item_id: int) -> int:
     value = await session.scalar(
         update(Item).where(Item.id == item_id).values(version=Item.version + 1)
@@ -202,14 +194,11 @@ async def _apply(
         .values(value=value, version=old.version + 1, updated_at=at, updated_by=who.user_id)
     )
     item_version = await _bump_item(session, item_id)
-    event_id = await _next_event_id(session)
-    await session.execute(
-        insert(ChangeLog).values(
-            id=event_id, item_id=item_id, tracker_id=tracker_id, field_id=f.id,
-            field_name=f.name, old_version=old.version, new_version=old.version + 1,
-            item_version=item_version, old_value=old.value, new_value=value,
-            actor_id=who.user_id, source=source, at=at,
-        )
+    event_id = await changelog.append(
+        session, at=at, kind="value", item_id=item_id, tracker_id=tracker_id, field_id=f.id,
+        field_name=f.name, old_version=old.version, new_version=old.version + 1,
+        item_version=item_version, old_value=old.value, new_value=value,
+        actor_id=who.user_id, source=source,
     )
     return Change(
         event_id=event_id, item_id=item_id, tracker_id=tracker_id, field_id=f.id,
@@ -326,8 +315,9 @@ async def create_item(
 async def changes_since(
     session: AsyncSession, who: Principal, *, since: int, limit: int,
     item_id: int | None = None, tracker_id: int | None = None,
-) -> tuple[list[dict[str, Any]], int]:
-    """Log rows after ``since`` that the caller may read now, and the cursor to resume from.
+) -> tuple[list[dict[str, Any]], int, bool]:
+    """Log rows after ``since`` that the caller may read now, the cursor to resume from,
+    and whether more rows may follow.
 
     The cursor is the last row scanned, not the last returned, so a caller who may read
     little still moves forward.
@@ -339,7 +329,7 @@ async def changes_since(
     if tracker_id is not None:
         query = query.where(ChangeLog.tracker_id == tracker_id)
     rows = (await session.execute(query.order_by(ChangeLog.id).limit(limit))).all()
-    fields = await load_fields(session, {row.tracker_id for row, _ in rows})
+    fields = await load_fields(session, {row.tracker_id for row, _ in rows if row.tracker_id})
     by_id = {f.id: f for defs in fields.values() for f in defs}
     trackers = dict(
         (await session.execute(
@@ -348,6 +338,8 @@ async def changes_since(
     )
     out = []
     for row, username in rows:
+        if row.kind != "value":
+            continue  # rights and session events are for the live hub, not for clients
         f = by_id.get(row.field_id)
         if f is None or not f.readable_by(who):
             continue
@@ -366,7 +358,7 @@ async def changes_since(
             "at": iso(row.at),
         })
     cursor = rows[-1][0].id if rows else since
-    return out, cursor
+    return out, cursor, len(rows) == limit
 
 
 async def log_head(session: AsyncSession) -> int:

@@ -185,22 +185,30 @@ class FieldValue(Base):
 
 
 class ChangeLog(Base):
-    """Append-only. ``id`` is the event id, handed out by EventCounter, so it is gap-free
-    and in commit order. Item and field ids are plain columns (no foreign keys) so the
-    history outlives what it describes."""
+    """Append-only event log. ``id`` is the event id, handed out by EventCounter, so it is
+    gap-free and in commit order. Item and field ids are plain columns (no foreign keys)
+    so the history outlives what it describes.
+
+    ``kind`` is "value" for a field change, "rights" when who may read what changed, and
+    "session" when a user's logins ended; the last two carry no item. The live hub reads
+    all three in order, so a rights change applies exactly between the right updates.
+    """
 
     __tablename__ = "change_log"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
-    item_id: Mapped[int] = mapped_column(BigInteger, index=True)
-    tracker_id: Mapped[int] = mapped_column(BigInteger)
-    field_id: Mapped[int] = mapped_column(BigInteger)
-    field_name: Mapped[str] = mapped_column(String(64))
-    old_version: Mapped[int] = mapped_column(BigInteger)
-    new_version: Mapped[int] = mapped_column(BigInteger)
-    item_version: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(10), default="value")
+    item_id: Mapped[int | None] = mapped_column(BigInteger, index=True, nullable=True)
+    tracker_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    field_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    field_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    old_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    new_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    item_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     old_value: Mapped[object] = mapped_column(JSON, nullable=True)
     new_value: Mapped[object] = mapped_column(JSON, nullable=True)
     actor_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The user a "rights" or "session" event is about (None: possibly everyone).
+    subject_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # "user" for edits through the API, "federation" for mirrored remote values.
     source: Mapped[str] = mapped_column(String(20), default="user")
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from instance import changelog
 from instance.accounts import groups_by_name, iso, now
 from instance.errors import conflict, invalid, not_found
 from instance.fieldtypes import FieldTypeError, check_name, validate_options
@@ -171,6 +172,7 @@ async def create_field(session: AsyncSession, tracker: Tracker, data: dict[str, 
     # Default rights: every logged-in user reads and edits, as a new Tiki field does.
     await set_field_groups(session, field, "read", data.get("read_groups", [REGISTERED]))
     await set_field_groups(session, field, "edit", data.get("edit_groups", [REGISTERED]))
+    await changelog.rights_changed(session, now())
     return field
 
 
@@ -201,6 +203,8 @@ async def update_field(session: AsyncSession, field: Field, data: dict[str, Any]
     for kind in ("read", "edit"):
         if f"{kind}_groups" in data:
             await set_field_groups(session, field, kind, data[f"{kind}_groups"])
+    if "read_groups" in data or "edit_groups" in data:
+        await changelog.rights_changed(session, now())
     await session.flush()
 
 

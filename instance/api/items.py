@@ -134,12 +134,13 @@ async def changes():  # type: ignore[no-untyped-def]
     async with db().read() as session:
         if slug := request.args.get("tracker"):
             tracker_id = (await trackers.get_tracker(session, slug)).id
-        rows, cursor = await items.changes_since(
+        rows, cursor, more = await items.changes_since(
             session, who, since=since, limit=limit, item_id=item_id, tracker_id=tracker_id
         )
         return {
             "epoch": await items.log_epoch(session),
             "changes": rows,
             "next": cursor,
+            "more": more,
             "head": await items.log_head(session),
         }
