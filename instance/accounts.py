@@ -283,8 +283,11 @@ async def close_session(session: AsyncSession, token: str) -> None:
         await changelog.sessions_changed(session, now(), user_id, actor_id=user_id)
 
 
-async def user_for_session(session: AsyncSession, token: str) -> tuple[User, list[int]] | None:
-    """The session's user and the ids of the groups they joined, in one query."""
+async def user_for_session(
+    session: AsyncSession, token: str
+) -> tuple[User, list[int], datetime] | None:
+    """The session's user, the ids of the groups they joined and when the session
+    expires, in one query."""
     rows = (
         await session.execute(
             select(User, Session.expires_at, user_groups.c.group_id)
@@ -298,7 +301,7 @@ async def user_for_session(session: AsyncSession, token: str) -> tuple[User, lis
     user, expires_at = rows[0][0], rows[0][1]
     if as_utc(expires_at) <= now() or user.disabled:
         return None
-    return user, [gid for *_, gid in rows if gid is not None]
+    return user, [gid for *_, gid in rows if gid is not None], as_utc(expires_at)
 
 
 async def create_token(session: AsyncSession, user: User, name: Any) -> tuple[ApiToken, str]:

@@ -9,6 +9,8 @@ from typing import Any
 from quart import Quart, jsonify
 from werkzeug.exceptions import HTTPException
 
+from hub.hub import HubConfig
+from instance import live
 from instance.api import admin, auth, items, trackers
 from instance.config import Settings
 from instance.db import Database, current_revision, head_revision
@@ -23,7 +25,8 @@ def _snake(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def create_app(settings: Settings, *, database: Database | None = None) -> Quart:
+def create_app(settings: Settings, *, database: Database | None = None,
+               hub_config: HubConfig | None = None) -> Quart:
     app = Quart("fieldcast")
     # Quart refuses larger bodies with 413 while reading them, before any parsing.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -32,7 +35,10 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Quart
     db = database or Database(settings.effective_database_url)
     app.extensions[STATE_KEY] = AppState(settings=settings, db=db, passwords=Passwords(settings))
 
-    for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp):
+    service = live.LiveService(settings, db, hub_config)
+    app.extensions[live.LIVE_KEY] = service
+
+    for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp):
         app.register_blueprint(blueprint)
 
     @app.get("/healthz")
@@ -66,9 +72,11 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Quart
                 f"the database is at migration {current or 'none'}, this code needs {head}: "
                 "run `fieldcast migrate` (fieldcast serve does it on start)"
             )
+        await service.start()
 
     @app.after_serving
     async def close() -> None:
+        await service.stop()
         await db.dispose()
 
     return app

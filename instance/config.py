@@ -37,6 +37,9 @@ class Settings:
     # Hypercorn worker processes. More than one needs PostgreSQL (SQLite is one writer).
     workers: int = 1
     instance_name: str = "fieldcast"
+    # Wakes the live hubs of other worker processes: empty for one process, or a Redis
+    # URL such as redis://127.0.0.1:6379/0 with several workers.
+    broker_url: str = ""
     # Requests with a larger body are refused with 413 before they are parsed.
     max_body_bytes: int = 1024 * 1024
     # Browser sessions expire after this long without being renewed by a login.
@@ -75,6 +78,7 @@ _FIELD_TYPES: dict[str, type] = {
     "bind": str,
     "workers": int,
     "instance_name": str,
+    "broker_url": str,
     "max_body_bytes": int,
     "session_ttl_seconds": int,
     "argon2_time_cost": int,
@@ -126,6 +130,10 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(
             "database_url must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
             f"got {url.split('://')[0]}://…"
+        )
+    if settings.broker_url and not settings.broker_url.startswith(("redis://", "rediss://")):
+        raise ConfigError(
+            f"broker_url must be a redis:// URL or empty, got {settings.broker_url!r}"
         )
     if settings.workers > 1 and settings.is_sqlite:
         raise ConfigError(

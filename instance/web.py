@@ -68,7 +68,7 @@ async def caller() -> tuple[User | None, Principal]:
             via = "token"
         elif cookie := request.cookies.get(SESSION_COOKIE):
             if (logged_in := await accounts.user_for_session(session, cookie)) is not None:
-                user, member_of = logged_in
+                user, member_of, _expires = logged_in
                 via = "session"
         builtin = await state().builtin_groups(session)
     principal = principal_from(user, member_of, builtin)

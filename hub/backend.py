@@ -1,0 +1,63 @@
+"""What the hub needs from the instance, as an interface (hub never imports instance).
+
+The instance owns the database; the hub asks it to read the change log and to answer
+rights questions. Everything the hub sends to a browser passes through these answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One change-log row as the hub sees it."""
+
+    event: int
+    kind: str  # "value", "rights" or "session"
+    item: int | None = None
+    tracker: int | None = None
+    field: str | None = None
+    value: Any = None
+    version: int | None = None
+    by: str | None = None
+    at: str | None = None  # RFC 3339, UTC
+    subject: int | None = None  # the user a rights/session event is about
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who is behind a connection, and the credential that must stay valid."""
+
+    user_id: int | None
+    username: str | None
+    credential: tuple[str, str] | None  # ("session" | "token", hash of the secret)
+    expires_at: datetime | None  # when the credential stops being valid by itself
+
+
+class LiveBackend(Protocol):
+    epoch: str
+
+    async def head(self) -> int:
+        """The newest event id."""
+
+    async def read(self, after: int, limit: int) -> list[LogRecord]:
+        """Rows with id > after, in id order, at most ``limit``."""
+
+    async def replay(self, after: int, upto: int, items: Iterable[int], limit: int
+                     ) -> list[LogRecord] | None:
+        """Value rows after..upto for these items, in order; None if more than ``limit``."""
+
+    async def trackers_of(self, items: Iterable[int]) -> dict[int, int]:
+        """item id -> tracker id, for the items that exist."""
+
+    async def readable_fields(self, user_id: int | None, trackers: Iterable[int]
+                              ) -> dict[int, frozenset[str]]:
+        """tracker id -> names of the fields this user may read now."""
+
+    async def still_valid(self, viewer: Viewer) -> bool:
+        """Whether the viewer's session or token is still good (not logged out, expired,
+        revoked, or of a disabled account)."""

@@ -1,0 +1,128 @@
+"""Wake-ups between processes.
+
+A broker message says only "the log grew, up to event N, touching item I": the hub then
+reads the log itself. So a message is a few bytes whatever the value's size, and a lost
+message costs latency, not data.
+
+Redis pub/sub uses one channel per shard of items. A process subscribes only to the
+shards of items its connections watch (and to one control channel for rights and session
+events), so it is not woken by changes nobody on it watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+log = logging.getLogger("fieldcast.broker")
+
+SHARDS = 64
+
+
+class InProcessBroker:
+    """One process: the hub is woken directly by the commit, nothing to carry."""
+
+    async def start(self, wake: Callable[[], None]) -> None:
+        pass
+
+    async def publish(self, events: list[tuple[int, int | None]]) -> None:
+        pass
+
+    def watch(self, item: int) -> None:
+        pass
+
+    def unwatch(self, item: int) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+class RedisBroker:
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis.asyncio as redis
+
+        self._redis = redis.from_url(url)
+        self._prefix = prefix
+        self._wanted: Counter[int] = Counter()  # shard -> items watched here
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._wake: Callable[[], None] = lambda: None
+        self.reconnects = 0
+
+    def _channel(self, shard: int | None) -> str:
+        return f"{self._prefix}:ctl" if shard is None else f"{self._prefix}:s{shard}"
+
+    async def start(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+        self._task = asyncio.create_task(self._listen(), name="fieldcast-redis-broker")
+
+    async def publish(self, events: list[tuple[int, int | None]]) -> None:
+        shards = {None if item is None else item % SHARDS for _, item in events}
+        last = str(max(event for event, _ in events))
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for shard in shards:
+                    pipe.publish(self._channel(shard), last)
+                await pipe.execute()
+        except Exception:  # the change is committed; pollers will find it
+            log.warning("could not publish a wake-up to Redis; other processes will poll")
+
+    def watch(self, item: int) -> None:
+        self._wanted[item % SHARDS] += 1
+        self._changed.set()
+
+    def unwatch(self, item: int) -> None:
+        shard = item % SHARDS
+        self._wanted[shard] -= 1
+        if self._wanted[shard] <= 0:
+            del self._wanted[shard]
+        self._changed.set()
+
+    async def _listen(self) -> None:
+        delay = 0.5
+        first = True
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                subscribed: set[str] = {self._channel(None)}
+                await pubsub.subscribe(*subscribed)
+                self._changed.set()  # (re)subscribe to the shards watched now
+                if not first:
+                    # Whatever was published while we were away is in the log: read it.
+                    self._wake()
+                first = False
+                delay = 0.5
+                while True:
+                    if self._changed.is_set():
+                        self._changed.clear()
+                        wanted = {self._channel(None)} | {self._channel(s) for s in self._wanted}
+                        if wanted - subscribed:
+                            await pubsub.subscribe(*(wanted - subscribed))
+                        if subscribed - wanted:
+                            await pubsub.unsubscribe(*(subscribed - wanted))
+                        subscribed = wanted
+                    message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                       timeout=0.05)
+                    if message is not None:
+                        self._wake()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # any Redis failure: back off and resubscribe
+                self.reconnects += 1
+                log.warning("Redis broker connection lost; reconnecting in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._redis.aclose()

@@ -1,0 +1,292 @@
+"""The per-process hub: reads the change log in order and fans it out to connections.
+
+The broker only wakes the hub up; what to send always comes from the log, read from the
+hub's own cursor. Event ids are gap-free and in commit order, so reading ``id > cursor``
+yields every change exactly once and in order: a lost, late or duplicated wake-up, or a
+broker reconnect, costs latency and never an update. A slow poll covers wake-ups that
+never come (a change made by the CLI, a broker outage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hub.backend import LiveBackend, LogRecord, Viewer
+from hub.connection import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NO_HEARTBEAT,
+    CLOSE_SESSION_ENDED,
+    CLOSE_TOO_SLOW,
+    Connection,
+    Send,
+    dumps,
+)
+
+log = logging.getLogger("fieldcast.hub")
+
+
+class Broker(Protocol):
+    """Carries wake-ups between processes. See hub/broker.py."""
+
+    async def start(self, wake: Any) -> None: ...
+    async def publish(self, events: list[tuple[int, int | None]]) -> None: ...
+    def watch(self, item: int) -> None: ...
+    def unwatch(self, item: int) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    # Batch window for one connection's frame.
+    tick: float = 0.005
+    # How often the log is read when no wake-up came.
+    poll_interval: float = 1.0
+    heartbeat: float = 25.0
+    # A send that has not finished after this long marks the client as too slow.
+    send_timeout: float = 10.0
+    # The most log rows a catch-up may replay before it answers recovered: false.
+    replay_limit: int = 5000
+    read_batch: int = 1000
+    max_items: int = 500
+
+
+class Hub:
+    def __init__(self, backend: LiveBackend, broker: Broker | None = None,
+                 config: HubConfig | None = None) -> None:
+        self.backend = backend
+        self.broker = broker
+        self.config = config or HubConfig()
+        self.cursor = 0
+        self.connections: set[Connection] = set()
+        self._watchers: dict[int, set[Connection]] = defaultdict(set)
+        self._readable: dict[tuple[int | None, int], frozenset[str]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.delivered = 0
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.cursor = await self.backend.head()
+        if self.broker is not None:
+            await self.broker.start(self.wake)
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name="fieldcast-hub-read"),
+            asyncio.create_task(self._housekeeping(), name="fieldcast-hub-housekeeping"),
+        ]
+
+    async def stop(self) -> None:
+        for conn in list(self.connections):
+            conn.close(CLOSE_GOING_AWAY, "the server is shutting down")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.broker is not None:
+            await self.broker.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def committed(self, events: list[tuple[int, int | None]]) -> None:
+        """Called by the instance after a commit that appended to the log."""
+        self.wake()
+        if self.broker is not None:
+            await self.broker.publish(events)
+
+    # ---- connections --------------------------------------------------------------------
+
+    def connect(self, viewer: Viewer, send: Send) -> Connection:
+        conn = Connection(viewer, send, tick=self.config.tick, now=time.monotonic())
+        self.connections.add(conn)
+        return conn
+
+    def disconnect(self, conn: Connection) -> None:
+        conn.close(CLOSE_GOING_AWAY, "disconnected")
+        self.connections.discard(conn)
+        self._drop_items(conn, list(conn.items))
+
+    def _drop_items(self, conn: Connection, items: Iterable[int]) -> None:
+        for item in items:
+            conn.items.pop(item, None)
+            conn.announced.pop(item, None)
+            watchers = self._watchers.get(item)
+            if watchers is not None:
+                watchers.discard(conn)
+                if not watchers:
+                    del self._watchers[item]
+                    if self.broker is not None:
+                        self.broker.unwatch(item)
+
+    def unsubscribe(self, conn: Connection, items: Iterable[int]) -> None:
+        self._drop_items(conn, items)
+
+    async def subscribe(self, conn: Connection, items: list[int],
+                        position: tuple[str, int] | None) -> dict[str, Any]:
+        """Start sending these items' updates, after replaying what the client missed.
+
+        Catch-up and live updates do not overlap: live updates that arrive while the log
+        is read wait in ``conn.holding`` and follow the replayed ones; the floor keeps
+        anything the client already has from being sent again.
+        """
+        new = [i for i in dict.fromkeys(items) if i not in conn.items]
+        if len(conn.items) + len(new) > self.config.max_items:
+            raise ValueError(f"at most {self.config.max_items} items per connection")
+        trackers = await self.backend.trackers_of(new)
+        await self._ensure_readable(conn.viewer.user_id, set(trackers.values()))
+        conn.holding = []
+        try:
+            snapshot = self.cursor
+            for item in new:
+                # Items that do not exist are accepted silently: the answer must not
+                # reveal which ids exist. They simply never produce updates.
+                tracker = trackers.get(item)
+                if tracker is None:
+                    continue
+                conn.items[item] = tracker
+                conn.announced[item] = self._readable[(conn.viewer.user_id, tracker)]
+                if not self._watchers[item] and self.broker is not None:
+                    self.broker.watch(item)
+                self._watchers[item].add(conn)
+            recovered: bool | None = None
+            if position is not None:
+                epoch, offset = position
+                recovered = await self._replay(conn, new, trackers, epoch, offset, snapshot)
+        finally:
+            conn.release_holding()
+        return {"type": "subscribed", "items": items, "recovered": recovered,
+                "epoch": self.backend.epoch, "offset": max(snapshot, conn.floor)}
+
+    async def _replay(self, conn: Connection, items: list[int], trackers: dict[int, int],
+                      epoch: str, offset: int, snapshot: int) -> bool:
+        if epoch != self.backend.epoch or offset < 0:
+            return False
+        conn.floor = max(conn.floor, offset)
+        if offset >= snapshot:
+            return True
+        wanted = [i for i in items if i in trackers]
+        if snapshot - offset > self.config.replay_limit:
+            return False
+        rows = await self.backend.replay(offset, snapshot, wanted, self.config.replay_limit)
+        if rows is None:
+            return False
+        # All or nothing: build the whole replay before queueing any of it. Rights are
+        # the user's rights now, not when the change was made.
+        replay = []
+        for rec in rows:
+            if rec.item is None or rec.field is None or rec.tracker is None:
+                continue
+            if rec.field in self._readable.get((conn.viewer.user_id, rec.tracker), ()):
+                replay.append((rec.item, rec.field, rec.event, self._encode(rec)))
+        assert conn.holding is not None
+        conn.holding[:0] = replay
+        return True
+
+    async def _ensure_readable(self, user_id: int | None, trackers: set[int]) -> None:
+        missing = {t for t in trackers if (user_id, t) not in self._readable}
+        if missing:
+            answer = await self.backend.readable_fields(user_id, missing)
+            for tracker in missing:
+                self._readable[(user_id, tracker)] = answer.get(tracker, frozenset())
+
+    # ---- reading the log ----------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+            self._wake.clear()
+            try:
+                while True:
+                    rows = await self.backend.read(self.cursor, self.config.read_batch)
+                    for rec in rows:
+                        await self._apply(rec)
+                        self.cursor = rec.event
+                    if len(rows) < self.config.read_batch:
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The database may be restarting; the next wake-up or poll tries again
+                # from the same cursor, so nothing is skipped.
+                log.exception("reading the change log failed; retrying")
+                await asyncio.sleep(self.config.poll_interval)
+
+    async def _apply(self, rec: LogRecord) -> None:
+        if rec.kind == "value":
+            self._fan_out(rec)
+        elif rec.kind == "rights":
+            await self._rights_changed()
+        elif rec.kind == "session" and rec.subject is not None:
+            await self._sessions_changed(rec.subject)
+
+    def _encode(self, rec: LogRecord) -> str:
+        return dumps({"item": rec.item, "field": rec.field, "value": rec.value,
+                      "version": rec.version, "by": rec.by, "at": rec.at,
+                      "event": rec.event, "epoch": self.backend.epoch})
+
+    def _fan_out(self, rec: LogRecord) -> None:
+        item, field, tracker = rec.item, rec.field, rec.tracker
+        if item is None or field is None or tracker is None:
+            return
+        watchers = self._watchers.get(item)
+        if not watchers:
+            return
+        encoded: str | None = None  # once per change, shared by every reader
+        readable = self._readable
+        for conn in watchers:
+            if field not in readable.get((conn.viewer.user_id, tracker), ()):
+                continue
+            if encoded is None:
+                encoded = self._encode(rec)
+            conn.push_update(item, field, rec.event, encoded)
+            self.delivered += 1
+
+    async def _rights_changed(self) -> None:
+        # Any rights event may change any answer: ask again for every watched tracker
+        # before the next update is fanned out.
+        self._readable.clear()
+        needed: dict[int | None, set[int]] = defaultdict(set)
+        for conn in self.connections:
+            needed[conn.viewer.user_id].update(conn.items.values())
+        for user_id, trackers in needed.items():
+            await self._ensure_readable(user_id, trackers)
+        for conn in self.connections:
+            for item, tracker in conn.items.items():
+                now_readable = self._readable[(conn.viewer.user_id, tracker)]
+                if now_readable != conn.announced.get(item):
+                    conn.announced[item] = now_readable
+                    conn.push_control({"type": "fields", "item": item,
+                                       "readable": sorted(now_readable)})
+
+    async def _sessions_changed(self, user_id: int) -> None:
+        for conn in [c for c in self.connections if c.viewer.user_id == user_id]:
+            if not await self.backend.still_valid(conn.viewer):
+                conn.close(CLOSE_SESSION_ENDED, "your session ended; log in again")
+
+    # ---- heartbeats, slow and expired clients -------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        cfg = self.config
+        while True:
+            await asyncio.sleep(min(1.0, cfg.heartbeat / 2))
+            now, wall = time.monotonic(), time.time()
+            for conn in list(self.connections):
+                if conn.sending_since is not None and now - conn.sending_since > cfg.send_timeout:
+                    conn.close(CLOSE_TOO_SLOW, "could not keep up; reload and reconnect")
+                elif now - conn.last_received > 3 * cfg.heartbeat:
+                    conn.close(CLOSE_NO_HEARTBEAT, "no message for three heartbeats")
+                elif (conn.viewer.expires_at is not None
+                      and conn.viewer.expires_at.timestamp() <= wall):
+                    conn.close(CLOSE_SESSION_ENDED, "your session expired; log in again")
+                elif now - conn.last_ping >= cfg.heartbeat:
+                    conn.last_ping = now
+                    conn.push_control({"type": "ping"})

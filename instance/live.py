@@ -1,0 +1,259 @@
+"""The live side of the instance: the hub's view of the database, and `/live`.
+
+The hub (hub/) knows nothing of the database; ``DatabaseBackend`` answers its questions
+from the change log and the rights tables. See hub/LIVE.md for the wire protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from quart import Blueprint, current_app, websocket
+from sqlalchemy import select
+
+from hub.backend import LogRecord, Viewer
+from hub.broker import InProcessBroker, RedisBroker
+from hub.connection import CLOSE_BAD_MESSAGES, CLOSE_FORBIDDEN_ORIGIN, Connection
+from hub.hub import Hub, HubConfig
+from instance import accounts
+from instance.accounts import as_utc, iso, now
+from instance.config import Settings
+from instance.db import Database
+from instance.items import log_epoch, log_head
+from instance.models import ApiToken, ChangeLog, Item, Session, User
+from instance.rights import load_fields, principal_for
+from instance.security import SESSION_COOKIE, TOKEN_PREFIX, digest
+
+bp = Blueprint("live", __name__)
+
+MAX_BAD_MESSAGES = 10
+LIVE_KEY = "fieldcast.live"
+
+
+class DatabaseBackend:
+    def __init__(self, db: Database, epoch: str) -> None:
+        self.db = db
+        self.epoch = epoch
+
+    async def head(self) -> int:
+        async with self.db.read() as session:
+            return await log_head(session)
+
+    def _query(self) -> Any:
+        return select(ChangeLog, User.username).outerjoin(User, User.id == ChangeLog.actor_id)
+
+    @staticmethod
+    def _record(row: ChangeLog, username: str | None) -> LogRecord:
+        return LogRecord(
+            event=row.id, kind=row.kind, item=row.item_id, tracker=row.tracker_id,
+            field=row.field_name, value=row.new_value, version=row.new_version, by=username,
+            at=iso(row.at), subject=row.subject_id,
+        )
+
+    async def read(self, after: int, limit: int) -> list[LogRecord]:
+        async with self.db.read() as session:
+            rows = await session.execute(
+                self._query().where(ChangeLog.id > after).order_by(ChangeLog.id).limit(limit)
+            )
+            return [self._record(r, u) for r, u in rows.all()]
+
+    async def replay(self, after: int, upto: int, items: Iterable[int], limit: int
+                     ) -> list[LogRecord] | None:
+        ids = list(items)
+        if not ids:
+            return []
+        async with self.db.read() as session:
+            rows = (await session.execute(
+                self._query()
+                .where(ChangeLog.id > after, ChangeLog.id <= upto, ChangeLog.kind == "value",
+                       ChangeLog.item_id.in_(ids))
+                .order_by(ChangeLog.id).limit(limit + 1)
+            )).all()
+        if len(rows) > limit:
+            return None
+        return [self._record(r, u) for r, u in rows]
+
+    async def trackers_of(self, items: Iterable[int]) -> dict[int, int]:
+        ids = list(items)
+        if not ids:
+            return {}
+        async with self.db.read() as session:
+            rows = await session.execute(
+                select(Item.id, Item.tracker_id).where(Item.id.in_(ids))
+            )
+            return dict(rows.all())  # type: ignore[arg-type]
+
+    async def readable_fields(self, user_id: int | None, trackers: Iterable[int]
+                              ) -> dict[int, frozenset[str]]:
+        async with self.db.read() as session:
+            user = None
+            if user_id is not None:
+                user = await session.get(User, user_id)
+                if user is None or user.disabled:
+                    return {}
+            who = await principal_for(session, user)
+            fields = await load_fields(session, trackers)
+        return {t: frozenset(f.name for f in defs if f.readable_by(who))
+                for t, defs in fields.items()}
+
+    async def still_valid(self, viewer: Viewer) -> bool:
+        if viewer.credential is None:
+            return True
+        kind, hashed = viewer.credential
+        async with self.db.read() as session:
+            if kind == "session":
+                row = (await session.execute(
+                    select(Session.expires_at, User.disabled)
+                    .join(User, User.id == Session.user_id)
+                    .where(Session.token_hash == hashed)
+                )).first()
+                return row is not None and as_utc(row[0]) > now() and not row[1]
+            row = (await session.execute(
+                select(User.disabled).join(ApiToken, ApiToken.user_id == User.id)
+                .where(ApiToken.token_hash == hashed)
+            )).first()
+            return row is not None and not row[0]
+
+
+class LiveService:
+    """Owns the hub for one process; started and stopped with the app."""
+
+    def __init__(self, settings: Settings, db: Database, config: HubConfig | None = None
+                 ) -> None:
+        self.settings = settings
+        self.db = db
+        self.config = config or HubConfig()
+        self.hub: Hub | None = None
+
+    async def start(self) -> None:
+        async with self.db.read() as session:
+            epoch = await log_epoch(session)
+        broker = (RedisBroker(self.settings.broker_url, f"fieldcast:{epoch}")
+                  if self.settings.broker_url else InProcessBroker())
+        self.hub = Hub(DatabaseBackend(self.db, epoch), broker, self.config)
+        await self.hub.start()
+        self.db.after_commit = self.hub.committed
+
+    async def stop(self) -> None:
+        self.db.after_commit = None
+        if self.hub is not None:
+            await self.hub.stop()
+
+
+async def _viewer() -> Viewer | None:
+    """Who opens this socket; None when the credential offered is no good."""
+    auth = websocket.headers.get("Authorization", "")
+    async with current_app.extensions["fieldcast"].db.read() as session:
+        if auth:
+            scheme, _, secret = auth.partition(" ")
+            secret = secret.strip()
+            if scheme.lower() != "bearer" or not secret.startswith(TOKEN_PREFIX):
+                return None
+            found = await accounts.user_for_token(session, secret)
+            if found is None:
+                return None
+            user = found[0]
+            return Viewer(user.id, user.username, ("token", digest(secret)), None)
+        cookie = websocket.cookies.get(SESSION_COOKIE)
+        if cookie:
+            logged_in = await accounts.user_for_session(session, cookie)
+            if logged_in is not None:
+                user, _, expires_at = logged_in
+                return Viewer(user.id, user.username, ("session", digest(cookie)), expires_at)
+    return Viewer(None, None, None, None)
+
+
+def _same_origin(settings: Settings) -> bool:
+    origin = websocket.headers.get("Origin")
+    if origin is None:
+        return True
+    own, theirs = urlsplit(settings.base_url), urlsplit(origin)
+    return ((theirs.scheme, theirs.netloc) == (own.scheme, own.netloc)
+            or theirs.netloc == websocket.headers.get("Host", ""))
+
+
+def _parse_subscribe(msg: dict[str, Any]) -> tuple[list[int], tuple[str, int] | None]:
+    items = msg.get("items")
+    if (not isinstance(items, list) or not items
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in items)):
+        raise ValueError("items must be a non-empty list of item ids")
+    position = msg.get("position")
+    if position is None:
+        return items, None
+    if (not isinstance(position, dict) or not isinstance(position.get("epoch"), str)
+            or not isinstance(position.get("offset"), int)
+            or isinstance(position.get("offset"), bool)):
+        raise ValueError('position must be {"epoch": string, "offset": integer}')
+    return items, (position["epoch"], position["offset"])
+
+
+async def _read_messages(hub: Hub, conn: Connection) -> None:
+    bad = 0
+    while True:
+        data = await websocket.receive()
+        conn.last_received = time.monotonic()
+        try:
+            msg = json.loads(data)
+            if not isinstance(msg, dict):
+                raise ValueError("a message is a JSON object with a type")
+            kind = msg.get("type")
+            if kind == "subscribe":
+                items, position = _parse_subscribe(msg)
+                conn.push_control(await hub.subscribe(conn, items, position))
+            elif kind == "unsubscribe":
+                items = msg.get("items")
+                if not isinstance(items, list) or not all(isinstance(i, int) for i in items):
+                    raise ValueError("items must be a list of item ids")
+                hub.unsubscribe(conn, items)
+            elif kind != "pong":
+                raise ValueError(f"unknown message type {kind!r}; expected subscribe, "
+                                 "unsubscribe or pong")
+        except (ValueError, TypeError) as exc:
+            bad += 1
+            if bad > MAX_BAD_MESSAGES:
+                conn.close(CLOSE_BAD_MESSAGES, "too many malformed messages")
+                return
+            conn.push_control({"type": "error", "detail": str(exc)})
+
+
+@bp.websocket("/live")
+async def live() -> None:
+    state = current_app.extensions["fieldcast"]
+    service: LiveService = current_app.extensions[LIVE_KEY]
+    hub = service.hub
+    assert hub is not None, "the hub starts before the app serves"
+    viewer = await _viewer()
+    await websocket.accept()
+    ws = websocket._get_current_object()  # type: ignore[attr-defined]
+    if viewer is None:
+        await ws.close(4401, "unknown, revoked or expired credential")
+        return
+    if viewer.credential and viewer.credential[0] == "session" and not _same_origin(
+        state.settings
+    ):
+        await ws.close(CLOSE_FORBIDDEN_ORIGIN, "cross-site connections may not use the cookie")
+        return
+    conn = hub.connect(viewer, ws.send)
+    try:
+        conn.push_control({"type": "hello", "user": viewer.username,
+                           "epoch": hub.backend.epoch, "offset": hub.cursor,
+                           "heartbeat": hub.config.heartbeat})
+        reader = asyncio.create_task(_read_messages(hub, conn))
+        await asyncio.wait({reader, conn.closed}, return_when=asyncio.FIRST_COMPLETED)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        if conn.closed.done():
+            code, reason = conn.closed.result()
+            # A client too slow to read will not read the close frame quickly either.
+            with contextlib.suppress(TimeoutError, Exception):
+                await asyncio.wait_for(ws.close(code, reason), 2)
+    finally:
+        hub.disconnect(conn)
+
