@@ -245,10 +245,13 @@ async def live() -> None:
                            "epoch": hub.backend.epoch, "offset": hub.cursor,
                            "heartbeat": hub.config.heartbeat})
         reader = asyncio.create_task(_read_messages(hub, conn))
-        await asyncio.wait({reader, conn.closed}, return_when=asyncio.FIRST_COMPLETED)
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        try:
+            await asyncio.wait({reader, conn.closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Also when the client went away and Quart cancelled this handler.
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
         if conn.closed.done():
             code, reason = conn.closed.result()
             # A client too slow to read will not read the close frame quickly either.
