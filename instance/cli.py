@@ -107,13 +107,14 @@ def cmd_init(args: argparse.Namespace) -> None:
         "bind": args.bind,
     }
     settings = load_settings(data_dir=data_dir, config_file=args.config, overrides=overrides)
-    if args.exist_ok and config_path.exists():
-        if _run(settings, _has_admin, write=False):
-            print(f"{data_dir} is already set up; nothing to do")
-            return
     if not config_path.exists():
         config_path.write_text(render_toml(settings))
         print(f"wrote {config_path}")
+    # With --exist-ok a database that already has an admin is fine: this is a restart,
+    # or another node's data directory for a shared PostgreSQL database.
+    if args.exist_ok and _run(settings, _has_admin, write=False):
+        print(f"the database ({_describe_db(settings)}) is already set up; nothing to do")
+        return
     password, generated = _read_password(args, generate=True)
     reason = accounts.check_password_strength(password)
     if reason:
@@ -473,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instance-name", help="a name for this instance")
     p.add_argument("--bind", help="host:port to serve on (default 127.0.0.1:8000)")
     p.add_argument("--exist-ok", action="store_true",
-                   help="do nothing (and succeed) if the instance is already set up")
+                   help="succeed without creating an admin if the database already has one")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("migrate", parents=[common], help="apply pending database migrations")

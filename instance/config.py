@@ -40,6 +40,9 @@ class Settings:
     # Wakes the live hubs of other worker processes: empty for one process, or a Redis
     # URL such as redis://127.0.0.1:6379/0 with several workers.
     broker_url: str = ""
+    # How often each process's hub reads the change log when no wake-up came: the bound
+    # on delay for changes made by other processes without a broker (the CLI).
+    live_poll_ms: int = 1000
     # Requests with a larger body are refused with 413 before they are parsed.
     max_body_bytes: int = 1024 * 1024
     # Browser sessions expire after this long without being renewed by a login.
@@ -79,6 +82,7 @@ _FIELD_TYPES: dict[str, type] = {
     "workers": int,
     "instance_name": str,
     "broker_url": str,
+    "live_poll_ms": int,
     "max_body_bytes": int,
     "session_ttl_seconds": int,
     "argon2_time_cost": int,
@@ -121,7 +125,8 @@ def validate(settings: Settings) -> Settings:
     host, sep, port = settings.bind.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"bind must be host:port, got {settings.bind!r}")
-    for name in ("workers", "max_body_bytes", "session_ttl_seconds", "argon2_time_cost",
+    for name in ("workers", "max_body_bytes", "session_ttl_seconds", "live_poll_ms",
+                 "argon2_time_cost",
                  "argon2_memory_kib", "argon2_parallelism"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)}")

@@ -128,7 +128,7 @@ class LiveService:
                  ) -> None:
         self.settings = settings
         self.db = db
-        self.config = config or HubConfig()
+        self.config = config or HubConfig(poll_interval=settings.live_poll_ms / 1000)
         self.hub: Hub | None = None
 
     async def start(self) -> None:

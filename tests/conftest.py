@@ -3,7 +3,7 @@
 PostgreSQL: set FIELDCAST_TEST_POSTGRES_URL (default: the local server's `postgres`
 database). Each run migrates one template database, and each test clones it, so tests
 never see each other's data. Outside CI an unreachable server skips those tests; under
-CI=true it fails them, and the run fails if no PostgreSQL test passed.
+CI=true it fails them, and the run fails if no PostgreSQL (or no Redis) test passed.
 """
 
 from __future__ import annotations
@@ -152,24 +152,33 @@ async def env(app: Quart) -> Env:
 
 # ---- CI guard: the PostgreSQL suite must have run -----------------------------------------
 
-_passed: dict[str, int] = {"postgres": 0}
+_passed: dict[str, int] = {"postgres": 0, "redis": 0}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "call" or not report.passed:
+        return
     params = report.nodeid.partition("[")[2].rstrip("]")
-    if report.when == "call" and report.passed and "postgres" in params.split("-"):
+    if "postgres" in params.split("-"):
         _passed["postgres"] += 1
+    if "redis" in report.keywords:
+        _passed["redis"] += 1
+
+
+def _missing() -> list[str]:
+    return [name for name, count in _passed.items() if count == 0]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if IN_CI and _passed["postgres"] == 0 and session.testscollected:
+    if IN_CI and _missing() and session.testscollected:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    count = _passed["postgres"]
-    terminalreporter.write_line(f"fieldcast: {count} PostgreSQL tests passed")
-    if IN_CI and count == 0:
+    terminalreporter.write_line(f"fieldcast: {_passed['postgres']} PostgreSQL tests passed")
+    terminalreporter.write_line(f"fieldcast: {_passed['redis']} Redis tests passed")
+    if IN_CI and _missing():
         terminalreporter.write_line(
-            "fieldcast: CI=true but no PostgreSQL test passed: failing the run", red=True
+            f"fieldcast: CI=true but no {' or '.join(_missing())} test passed: failing the run",
+            red=True,
         )

@@ -65,7 +65,8 @@ class RunningInstance:
         env["FIELDCAST_WORKERS"] = str(workers)
         subprocess.run(
             _cli("init", "--data-dir", str(data_dir), "--base-url", base_url,
-                 "--bind", f"127.0.0.1:{port}", "--instance-name", name, "--password-stdin"),
+                 "--bind", f"127.0.0.1:{port}", "--instance-name", name, "--password-stdin",
+                 "--exist-ok"),
             input=ADMIN_PASSWORD.encode() + b"\n", env=env, check=True, capture_output=True,
         )
         return cls(name=name, data_dir=data_dir, base_url=base_url, env=env)

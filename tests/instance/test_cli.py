@@ -40,7 +40,7 @@ def test_init_generates_password_once_and_refuses_twice(tmp_path: Path) -> None:
     assert again.returncode == 2
     assert "already set up" in again.stderr
     ok = run("init", "--data-dir", str(data), "--exist-ok", input="")
-    assert ok.returncode == 0 and "nothing to do" in ok.stdout
+    assert ok.returncode == 0 and "already set up; nothing to do" in ok.stdout
 
 
 def test_admin_commands_and_their_errors(tmp_path: Path) -> None:

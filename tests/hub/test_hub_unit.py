@@ -1,0 +1,250 @@
+"""The hub against an in-memory log: ordering, batching, bounded backlogs, slow clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hub.backend import LogRecord, Viewer
+from hub.connection import CLOSE_SESSION_ENDED, CLOSE_TOO_SLOW
+from hub.hub import Hub, HubConfig
+
+
+class MemoryBackend:
+    """The LiveBackend interface over a Python list, with rights as plain sets."""
+
+    epoch = "e1"
+
+    def __init__(self) -> None:
+        self.log: list[LogRecord] = []
+        self.readable: dict[int | None, set[str]] = {}
+        self.valid: set[int | None] = {None, 1, 2}
+        self.reads = 0
+
+    def value(self, item: int, field: str, value: Any) -> LogRecord:
+        rec = LogRecord(event=len(self.log) + 1, kind="value", item=item, tracker=1,
+                        field=field, value=value, version=len(self.log) + 1, by="u",
+                        at="2026-01-01T00:00:00Z")
+        self.log.append(rec)
+        return rec
+
+    def control(self, kind: str, subject: int | None = None) -> None:
+        self.log.append(LogRecord(event=len(self.log) + 1, kind=kind, subject=subject))
+
+    async def head(self) -> int:
+        return len(self.log)
+
+    async def read(self, after: int, limit: int) -> list[LogRecord]:
+        self.reads += 1
+        return self.log[after:after + limit]
+
+    async def replay(self, after: int, upto: int, items: Iterable[int], limit: int
+                     ) -> list[LogRecord] | None:
+        wanted = set(items)
+        rows = [r for r in self.log[after:upto] if r.kind == "value" and r.item in wanted]
+        return None if len(rows) > limit else rows
+
+    async def trackers_of(self, items: Iterable[int]) -> dict[int, int]:
+        return {i: 1 for i in items if i < 1000}
+
+    async def readable_fields(self, user_id: int | None, trackers: Iterable[int]
+                              ) -> dict[int, frozenset[str]]:
+        return {t: frozenset(self.readable.get(user_id, set())) for t in trackers}
+
+    async def still_valid(self, viewer: Viewer) -> bool:
+        return viewer.user_id in self.valid
+
+
+class Client:
+    """A connection's send: records frames, and can be made to hang like a stuck TCP."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.stuck = asyncio.Event()
+        self.stuck.set()
+
+    async def send(self, frame: str) -> None:
+        await self.stuck.wait()
+        self.frames.append(json.loads(frame))
+
+    def updates(self) -> list[dict[str, Any]]:
+        return [u for f in self.frames if f["type"] == "updates" for u in f["updates"]]
+
+
+def viewer(user_id: int | None, expires_in: float | None = None) -> Viewer:
+    expires = None if expires_in is None else datetime.now(UTC) + timedelta(seconds=expires_in)
+    return Viewer(user_id, f"user{user_id}", None, expires)
+
+
+async def make_hub(**config: Any) -> tuple[Hub, MemoryBackend]:
+    backend = MemoryBackend()
+    backend.readable = {1: {"title", "secret"}, 2: {"title"}}
+    hub = Hub(backend, None, HubConfig(**{"poll_interval": 0.05, **config}))
+    await hub.start()
+    return hub, backend
+
+
+async def settle(seconds: float = 0.1) -> None:
+    await asyncio.sleep(seconds)
+
+
+async def test_filtering_ordering_and_one_frame_per_tick() -> None:
+    hub, backend = await make_hub(tick=0.02)
+    alice, bob = Client(), Client()
+    ca, cb = hub.connect(viewer(1), alice.send), hub.connect(viewer(2), bob.send)
+    for conn in (ca, cb):
+        await hub.subscribe(conn, [7], None)
+    for n in range(30):
+        backend.value(7, "title" if n % 3 else "secret", n)
+    hub.wake()
+    await settle(0.2)
+    # All thirty rows were read and dispatched before the writers' tick ended: one frame,
+    # holding the latest value of each field, in log order.
+    assert [f["type"] for f in alice.frames] == ["updates"]
+    assert [(u["field"], u["value"]) for u in alice.updates()] == [("secret", 27),
+                                                                  ("title", 29)]
+    assert [(u["field"], u["value"]) for u in bob.updates()] == [("title", 29)]
+    assert "secret" not in json.dumps(bob.frames)
+    await hub.stop()
+
+
+async def test_backlog_of_a_stuck_client_is_bounded() -> None:
+    hub, backend = await make_hub(tick=0.001)
+    slow, fast = Client(), Client()
+    slow.stuck.clear()
+    cs = hub.connect(viewer(1), slow.send)
+    cf = hub.connect(viewer(1), fast.send)
+    await hub.subscribe(cs, [1, 2, 3], None)
+    await hub.subscribe(cf, [1, 2, 3], None)
+    for n in range(5000):
+        backend.value(1 + n % 3, "title", n)
+    hub.wake()
+    await settle(0.3)
+    # The stuck client holds one pending value per (item, field), whatever the rate;
+    # the other client was not held up by it.
+    assert cs.backlog <= 3
+    assert fast.updates()[-1]["value"] == 4999
+    slow.stuck.set()
+    await settle(0.1)
+    latest = {u["item"]: u["value"] for u in slow.updates()}
+    assert latest == {1: 4998, 2: 4999, 3: 4997}
+    await hub.stop()
+
+
+async def test_client_whose_send_hangs_is_closed() -> None:
+    hub, backend = await make_hub(send_timeout=0.3, heartbeat=0.4)
+    slow = Client()
+    slow.stuck.clear()
+    conn = hub.connect(viewer(1), slow.send)
+    await hub.subscribe(conn, [1], None)
+    backend.value(1, "title", "x")
+    hub.wake()
+    code, reason = await asyncio.wait_for(conn.closed, 3)
+    assert code == CLOSE_TOO_SLOW and "keep up" in reason
+    await hub.stop()
+
+
+async def test_expired_session_is_closed() -> None:
+    hub, _ = await make_hub(heartbeat=0.4)
+    conn = hub.connect(viewer(1, expires_in=0.3), Client().send)
+    code, _ = await asyncio.wait_for(conn.closed, 3)
+    assert code == CLOSE_SESSION_ENDED
+    await hub.stop()
+
+
+async def test_rights_and_session_rows_apply_in_log_order() -> None:
+    hub, backend = await make_hub()
+    client = Client()
+    conn = hub.connect(viewer(2), client.send)
+    await hub.subscribe(conn, [1], None)
+    backend.readable[2] = {"title", "secret"}
+    backend.control("rights")
+    backend.value(1, "secret", "now readable")
+    hub.wake()
+    await settle()
+    # The rights row came first, so the next secret value was for user 2 to see.
+    assert client.updates()[-1]["value"] == "now readable"
+    backend.readable[2] = {"title"}
+    backend.control("rights")
+    backend.value(1, "secret", "HIDDEN AGAIN")
+    hub.wake()
+    await settle()
+    assert "HIDDEN AGAIN" not in json.dumps(client.frames)
+    fields = [f for f in client.frames if f["type"] == "fields"]
+    assert [f["readable"] for f in fields] == [["secret", "title"], ["title"]]
+    backend.valid.discard(2)
+    backend.control("session", subject=2)
+    hub.wake()
+    code, _ = await asyncio.wait_for(conn.closed, 2)
+    assert code == CLOSE_SESSION_ENDED
+    await hub.stop()
+
+
+async def test_catch_up_holds_live_updates_and_skips_what_the_client_has() -> None:
+    hub, backend = await make_hub()
+    for n in range(5):
+        backend.value(1, "title", f"old{n}")
+    backend.value(1, "secret", "s")
+    hub.wake()
+    await settle()
+    client = Client()
+    conn = hub.connect(viewer(1), client.send)
+    # The client saw up to event 2; events 3..6 are missed.
+    answer = await hub.subscribe(conn, [1, 5000], ("e1", 2))
+    assert answer["recovered"] is True and answer["offset"] == 6
+    backend.value(1, "title", "live")
+    hub.wake()
+    await settle()
+    got = client.updates()
+    assert [(u["event"], u["value"]) for u in got if u["field"] == "secret"] == [(6, "s")]
+    assert [u["value"] for u in got if u["field"] == "title"][-1] == "live"
+    assert all(u["event"] > 2 for u in got)
+    events = [u["event"] for u in got]
+    assert events == sorted(set(events))
+    # A client ahead of this process (it was on another worker) gets nothing twice.
+    other = Client()
+    ahead = hub.connect(viewer(1), other.send)
+    answer = await hub.subscribe(ahead, [1], ("e1", 7))
+    assert answer["recovered"] is True
+    await settle()
+    assert other.updates() == []
+    await hub.stop()
+
+
+async def test_replay_limit_and_epoch() -> None:
+    hub, backend = await make_hub(replay_limit=3)
+    for n in range(10):
+        backend.value(1, "title", n)
+    hub.wake()
+    await settle()
+    conn = hub.connect(viewer(1), Client().send)
+    assert (await hub.subscribe(conn, [1], ("e1", 0)))["recovered"] is False
+    conn2 = hub.connect(viewer(1), Client().send)
+    assert (await hub.subscribe(conn2, [1], ("e0", 9)))["recovered"] is False
+    await hub.stop()
+
+
+async def test_read_failure_is_retried_from_the_same_cursor() -> None:
+    hub, backend = await make_hub()
+    client = Client()
+    conn = hub.connect(viewer(1), client.send)
+    await hub.subscribe(conn, [1], None)
+    real_read = backend.read
+    failures = 2
+
+    async def flaky(after: int, limit: int) -> list[LogRecord]:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise ConnectionError("database restarting")
+        return await real_read(after, limit)
+
+    backend.read = flaky  # type: ignore[method-assign]
+    backend.value(1, "title", "after the outage")
+    hub.wake()
+    await settle(0.5)
+    assert [u["value"] for u in client.updates()] == ["after the outage"]
+    await hub.stop()

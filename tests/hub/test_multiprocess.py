@@ -1,0 +1,156 @@
+"""Several server processes on one PostgreSQL database and one Redis: a change saved
+through one reaches a socket on another, also across a Redis outage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from websockets.asyncio.client import connect
+
+from tests.conftest import IN_CI
+from tests.harness import RunningInstance
+
+pytestmark = pytest.mark.redis
+
+REDIS_URL = os.environ.get("FIELDCAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        if IN_CI:
+            pytest.fail(f"Redis at {REDIS_URL} is unreachable under CI=true: {exc!r}")
+        pytest.skip(f"Redis at {REDIS_URL} is unreachable: {exc!r}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def pg_url(database_url: str) -> str:
+    if database_url.startswith("sqlite"):
+        pytest.skip("several processes need PostgreSQL")
+    return database_url
+
+
+def _env(broker: str, poll_ms: int) -> dict[str, str]:
+    return {"FIELDCAST_BROKER_URL": broker, "FIELDCAST_LIVE_POLL_MS": str(poll_ms)}
+
+
+@pytest.fixture
+def two_servers(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[list[RunningInstance]]:
+    """Two processes serving the same database, as two workers behind a load balancer.
+    A long poll interval, so only Redis wake-ups can explain a prompt delivery."""
+    servers = [RunningInstance.create(tmp_path, f"w{n}", database_url=pg_url,
+                                      extra_env=_env(redis_url, 60_000)) for n in (1, 2)]
+    # The second init found the database set up: it created no second admin, but its
+    # own data directory and config. Both serve the same data.
+    for s in servers:
+        s.start()
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+async def _item(server: RunningInstance) -> tuple[httpx.AsyncClient, int]:
+    admin = await server.client()
+    (await admin.post("/api/trackers", json={"slug": "bugs"})).raise_for_status()
+    (await admin.post("/api/trackers/bugs/fields", json={"name": "title"})).raise_for_status()
+    r = await admin.post("/api/trackers/bugs/items", json={"fields": {"title": "t"}})
+    return admin, r.json()["id"]
+
+
+async def _socket(server: RunningInstance, admin: httpx.AsyncClient) -> Any:
+    cookie = admin.cookies.get("fieldcast_session")
+    ws = await connect(server.base_url.replace("http", "ws") + "/live",
+                       additional_headers={"Cookie": f"fieldcast_session={cookie}"})
+    assert json.loads(await ws.recv())["type"] == "hello"
+    return ws
+
+
+async def _next_update(ws: Any, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        msg = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+        if msg["type"] == "updates":
+            return msg["updates"][-1]
+
+
+async def test_change_through_one_process_reaches_a_socket_on_another(
+    two_servers: list[RunningInstance],
+) -> None:
+    first, second = two_servers
+    admin, item = await _item(first)
+    ws = await _socket(second, admin)
+    await ws.send(json.dumps({"type": "subscribe", "items": [item]}))
+    assert json.loads(await ws.recv())["type"] == "subscribed"
+    for n in range(3):
+        value = f"via first {n}"
+        started = time.monotonic()
+        (await admin.patch(f"/api/items/{item}/fields/title", json={"value": value})
+         ).raise_for_status()
+        update = await _next_update(ws, 5)
+        assert update["value"] == value
+        # Far below the 60 s poll: the Redis wake-up carried it.
+        assert time.monotonic() - started < 5
+    await ws.close()
+    await admin.aclose()
+
+
+async def test_redis_subscriber_reconnect_catches_up(
+    two_servers: list[RunningInstance], redis_url: str,
+) -> None:
+    first, second = two_servers
+    admin, item = await _item(first)
+    ws = await _socket(second, admin)
+    await ws.send(json.dumps({"type": "subscribe", "items": [item]}))
+    assert json.loads(await ws.recv())["type"] == "subscribed"
+    r = redis.Redis.from_url(redis_url)
+    # Cut every pub/sub connection (both servers' brokers), then save at once: the
+    # wake-up is published while the second server is not listening, so only its
+    # reconnect (which reads the log from its cursor) can deliver the change.
+    killed = r.client_kill_filter(_type="pubsub")
+    assert killed >= 2
+    value = f"during the outage {uuid.uuid4().hex[:6]}"
+    (await admin.patch(f"/api/items/{item}/fields/title", json={"value": value})
+     ).raise_for_status()
+    update = await _next_update(ws, 15)
+    assert update["value"] == value
+    await ws.close()
+    await admin.aclose()
+
+
+async def test_two_hypercorn_workers(tmp_path: Path, pg_url: str, redis_url: str) -> None:
+    """`fieldcast serve` with workers = 2: sockets land on either worker; every one of
+    them gets a change saved through whichever worker took the PATCH."""
+    server = RunningInstance.create(tmp_path, "multi", database_url=pg_url, workers=2,
+                                    extra_env=_env(redis_url, 60_000))
+    server.start()
+    try:
+        admin, item = await _item(server)
+        sockets = [await _socket(server, admin) for _ in range(8)]
+        for ws in sockets:
+            await ws.send(json.dumps({"type": "subscribe", "items": [item]}))
+            assert json.loads(await ws.recv())["type"] == "subscribed"
+        for n in range(3):
+            value = f"to all {n}"
+            (await admin.patch(f"/api/items/{item}/fields/title", json={"value": value})
+             ).raise_for_status()
+            got = await asyncio.gather(*(_next_update(ws, 5) for ws in sockets))
+            assert [u["value"] for u in got] == [value] * len(sockets)
+        for ws in sockets:
+            await ws.close()
+        await admin.aclose()
+    finally:
+        server.stop()
+
