@@ -4,7 +4,7 @@ The instance's HTTP layer calls :func:`sign_request` before sending and
 :func:`verify_request` on arrival; this module picks the profile, then applies the
 replay rule that both profiles share.
 
-Profiles (see SIGNATURES.md):
+Profiles (see PROTOCOL.md, "Signatures"):
 
 * ``rfc9421-ed25519`` - RFC 9421 with Ed25519, between fieldcast instances (default);
 * ``cavage-rsa-sha256`` - draft-cavage-12 ``rsa-sha256``, for fediverse-style peers.
