@@ -360,15 +360,10 @@ def _field_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_field_add(args: argparse.Namespace) -> None:
-    data: dict[str, Any] = {"name": args.name, "type": args.type, "options": _field_options(args)}
+    data: dict[str, Any] = {"name": args.name, "type": args.type, "options": _field_options(args),
+                            **_rights_changes(args)}
     if args.label:
         data["label"] = args.label
-    if args.read is not None:
-        data["read_groups"] = args.read
-    if args.edit is not None:
-        data["edit_groups"] = args.edit
-    if args.export:
-        data["export"] = {"mode": args.export, "partners": args.partner or []}
 
     async def work(db: Database, session: AsyncSession) -> None:
         tracker = await trackers.get_tracker(session, args.tracker)
@@ -403,7 +398,8 @@ def cmd_field_list(args: argparse.Namespace) -> None:
         )
 
 
-def cmd_field_rights(args: argparse.Namespace) -> None:
+def _rights_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """--read/--edit/--export/--partner as field members ([] for --read alone: admins)."""
     data: dict[str, Any] = {}
     if args.read is not None:
         data["read_groups"] = args.read
@@ -411,6 +407,11 @@ def cmd_field_rights(args: argparse.Namespace) -> None:
         data["edit_groups"] = args.edit
     if args.export:
         data["export"] = {"mode": args.export, "partners": args.partner or []}
+    return data
+
+
+def cmd_field_rights(args: argparse.Namespace) -> None:
+    data = _rights_changes(args)
     if not data:
         raise CliError("say what to change: --read, --edit and/or --export")
 
