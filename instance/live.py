@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +34,7 @@ from instance.security import SESSION_COOKIE, TOKEN_PREFIX, digest
 bp = Blueprint("live", __name__)
 
 MAX_BAD_MESSAGES = 10
+log = logging.getLogger("fieldcast.live")
 LIVE_KEY = "fieldcast.live"
 
 
@@ -220,6 +222,13 @@ async def _read_messages(hub: Hub, conn: Connection) -> None:
                 conn.close(CLOSE_BAD_MESSAGES, "too many malformed messages")
                 return
             conn.push_control({"type": "error", "detail": str(exc)})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The database may be restarting: the socket stays, the client may retry.
+            log.exception("handling a /live message failed")
+            conn.push_control({"type": "error", "retry": True,
+                               "detail": "the server could not do that just now; try again"})
 
 
 @bp.websocket("/live")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from quart import Blueprint, jsonify, make_response, request
 from sqlalchemy import delete, select
 
-from instance import accounts
+from instance import accounts, changelog
+from instance.accounts import now
 from instance.errors import not_found
 from instance.models import ApiToken
 from instance.security import SESSION_COOKIE
@@ -81,4 +82,6 @@ async def revoke_token(token_id: int):  # type: ignore[no-untyped-def]
         )
         if result.rowcount == 0:
             raise not_found(f"token {token_id}")
+        # Live sockets opened with this token close too.
+        await changelog.sessions_changed(session, now(), user.id, actor_id=user.id)
     return "", 204

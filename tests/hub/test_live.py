@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from quart import Quart
+from quart.testing.connections import WebsocketDisconnectError
 
 from hub.hub import HubConfig
 from instance.app import create_app
@@ -275,3 +276,24 @@ async def test_cross_site_cookie_socket_refused(env: Env) -> None:
         with pytest.raises(Exception) as info:
             await asyncio.wait_for(wb.receive(), 3)
         assert "4403" in repr(info.value)
+
+
+async def test_revoked_token_closes_its_socket(env: Env) -> None:
+    item = await setup(env)
+    bob = await env.client("bob")
+    token = (await (await bob.post("/api/tokens", json={"name": "script"})).get_json())
+    script = await env.client()
+    headers = {"Authorization": f"Bearer {token['token']}"}
+    async with script.websocket("/live", headers=headers) as ws:
+        s = Socket(ws)
+        assert (await s.next("hello"))["user"] == "bob"
+        await s.send(type="subscribe", items=[item])
+        await s.next("subscribed")
+        assert (await bob.delete(f"/api/tokens/{token['id']}")).status_code == 204
+        with pytest.raises(WebsocketDisconnectError) as info:
+            await s.next("never", wait_s=3)
+        assert "4401" in repr(info.value)
+    async with script.websocket("/live", headers=headers) as ws:
+        with pytest.raises(WebsocketDisconnectError) as info:
+            await asyncio.wait_for(ws.receive(), 3)
+        assert "4401" in repr(info.value)
