@@ -158,7 +158,7 @@ async def test_logout_and_password_change_close_the_socket(env: Env) -> None:
                 r = await admin.patch("/api/users/bob",
                                       json={"password": "correct horse battery"})
                 assert r.status_code == 200
-            with pytest.raises(Exception) as info:
+            with pytest.raises(WebsocketDisconnectError) as info:
                 await sb.next("never", wait_s=3)
             assert "4401" in repr(info.value)
 
@@ -263,7 +263,7 @@ async def test_bad_messages_and_heartbeat(env: Env) -> None:
             await sb.next("ping", wait_s=2)
             await sb.send(type="pong")
         # ...and silence for three heartbeats closes it.
-        with pytest.raises(Exception) as info:
+        with pytest.raises(WebsocketDisconnectError) as info:
             while True:
                 await sb.next("never", wait_s=4)
         assert "4000" in repr(info.value)
@@ -273,7 +273,7 @@ async def test_cross_site_cookie_socket_refused(env: Env) -> None:
     await setup(env)
     bob = await env.client("bob")
     async with bob.websocket("/live", headers={"Origin": "https://evil.example"}) as wb:
-        with pytest.raises(Exception) as info:
+        with pytest.raises(WebsocketDisconnectError) as info:
             await asyncio.wait_for(wb.receive(), 3)
         assert "4403" in repr(info.value)
 
