@@ -4,6 +4,9 @@ A broker message says only "the log grew, up to event N, touching item I": the h
 reads the log itself. So a message is a few bytes whatever the value's size, and a lost
 message costs latency, not data.
 
+PostgreSQL LISTEN/NOTIFY (no Redis needed): the change log is the outbox and a NOTIFY
+is only the wake-up, so payloads stay far below PostgreSQL's 8000-byte cap.
+
 Redis pub/sub uses one channel per shard of items. A process subscribes only to the
 shards of items its connections watch (and to one control channel for rights and session
 events), so it is not woken by changes nobody on it watches.
@@ -16,6 +19,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("fieldcast.broker")
 
@@ -126,3 +130,79 @@ class RedisBroker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._redis.aclose()
+
+
+class PostgresBroker:
+    """Wake-ups through PostgreSQL's LISTEN/NOTIFY on one channel per database.
+
+    Every process listens on the one channel: a NOTIFY is a few bytes, and the log read
+    it triggers is one indexed query per process.
+    """
+
+    def __init__(self, dsn: str, channel: str) -> None:
+        self._dsn = dsn
+        self._channel = channel
+        self._listener: Any = None
+        self._sender: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake: Callable[[], None] = lambda: None
+        self._lost = asyncio.Event()
+        self.reconnects = 0
+
+    async def start(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+        self._task = asyncio.create_task(self._listen(), name="fieldcast-pg-broker")
+
+    async def publish(self, events: list[tuple[int, int | None]]) -> None:
+        import asyncpg
+
+        try:
+            if self._sender is None or self._sender.is_closed():
+                self._sender = await asyncpg.connect(self._dsn)
+            last = max(event for event, _ in events)
+            await self._sender.execute("SELECT pg_notify($1, $2)", self._channel, str(last))
+        except (OSError, asyncpg.PostgresError):
+            log.warning("could not NOTIFY a wake-up; other processes will poll")
+
+    def watch(self, item: int) -> None:
+        pass
+
+    def unwatch(self, item: int) -> None:
+        pass
+
+    async def _listen(self) -> None:
+        import asyncpg
+
+        delay = 0.5
+        first = True
+        while True:
+            try:
+                self._lost.clear()
+                conn = await asyncpg.connect(self._dsn)
+                conn.add_termination_listener(lambda _c: self._lost.set())
+                await conn.add_listener(self._channel, lambda *_: self._wake())
+                if not first:
+                    self._wake()  # catch up on what was committed while we were away
+                first, delay = False, 0.5
+                try:
+                    await self._lost.wait()
+                finally:
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=2)
+                raise ConnectionError("listener connection lost")
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # any PostgreSQL failure: back off and listen again
+                self.reconnects += 1
+                log.warning("PostgreSQL listener lost; reconnecting in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._sender is not None:
+            with contextlib.suppress(Exception):
+                await self._sender.close(timeout=2)

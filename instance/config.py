@@ -37,8 +37,8 @@ class Settings:
     # Hypercorn worker processes. More than one needs PostgreSQL (SQLite is one writer).
     workers: int = 1
     instance_name: str = "fieldcast"
-    # Wakes the live hubs of other worker processes: empty for one process, or a Redis
-    # URL such as redis://127.0.0.1:6379/0 with several workers.
+    # Wakes the live hubs of other worker processes: empty for one process, a Redis URL
+    # such as redis://127.0.0.1:6379/0, or "postgresql" for LISTEN/NOTIFY on the database.
     broker_url: str = ""
     # How often each process's hub reads the change log when no wake-up came: the bound
     # on delay for changes made by other processes without a broker (the CLI).
@@ -136,10 +136,14 @@ def validate(settings: Settings) -> Settings:
             "database_url must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
             f"got {url.split('://')[0]}://…"
         )
-    if settings.broker_url and not settings.broker_url.startswith(("redis://", "rediss://")):
+    broker = settings.broker_url
+    if broker and broker != "postgresql" and not broker.startswith(("redis://", "rediss://")):
         raise ConfigError(
-            f"broker_url must be a redis:// URL or empty, got {settings.broker_url!r}"
+            "broker_url must be empty (one process), a redis:// URL, or \"postgresql\" "
+            f"(LISTEN/NOTIFY on the database), got {broker!r}"
         )
+    if broker == "postgresql" and settings.is_sqlite:
+        raise ConfigError('broker_url = "postgresql" needs a PostgreSQL database_url')
     if settings.workers > 1 and settings.is_sqlite:
         raise ConfigError(
             "workers > 1 needs PostgreSQL: SQLite allows one writer process. "

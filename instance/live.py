@@ -19,9 +19,9 @@ from quart import Blueprint, current_app, websocket
 from sqlalchemy import select
 
 from hub.backend import LogRecord, Viewer
-from hub.broker import InProcessBroker, RedisBroker
+from hub.broker import InProcessBroker, PostgresBroker, RedisBroker
 from hub.connection import CLOSE_BAD_MESSAGES, CLOSE_FORBIDDEN_ORIGIN, Connection
-from hub.hub import Hub, HubConfig
+from hub.hub import Broker, Hub, HubConfig
 from instance import accounts
 from instance.accounts import as_utc, iso, now
 from instance.config import Settings
@@ -136,8 +136,15 @@ class LiveService:
     async def start(self) -> None:
         async with self.db.read() as session:
             epoch = await log_epoch(session)
-        broker = (RedisBroker(self.settings.broker_url, f"fieldcast:{epoch}")
-                  if self.settings.broker_url else InProcessBroker())
+        url = self.settings.broker_url
+        broker: Broker
+        if url.startswith(("redis://", "rediss://")):
+            broker = RedisBroker(url, f"fieldcast:{epoch}")
+        elif url == "postgresql":
+            dsn = self.settings.effective_database_url.replace("+asyncpg", "", 1)
+            broker = PostgresBroker(dsn, f"fieldcast_{epoch}")
+        else:
+            broker = InProcessBroker()
         self.hub = Hub(DatabaseBackend(self.db, epoch), broker, self.config)
         await self.hub.start()
         self.db.after_commit = self.hub.committed

@@ -1,5 +1,6 @@
-"""Several server processes on one PostgreSQL database and one Redis: a change saved
-through one reaches a socket on another, also across a Redis outage."""
+"""Several server processes on one PostgreSQL database, woken through Redis or through
+PostgreSQL's LISTEN/NOTIFY: a change saved through one reaches a socket on another, also
+across a broker outage."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import redis
@@ -20,13 +22,10 @@ from websockets.asyncio.client import connect
 from tests.conftest import IN_CI
 from tests.harness import RunningInstance
 
-pytestmark = pytest.mark.redis
-
 REDIS_URL = os.environ.get("FIELDCAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-@pytest.fixture
-def redis_url() -> str:
+def _redis_reachable() -> str:
     try:
         redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
     except redis.RedisError as exc:
@@ -34,6 +33,11 @@ def redis_url() -> str:
             pytest.fail(f"Redis at {REDIS_URL} is unreachable under CI=true: {exc!r}")
         pytest.skip(f"Redis at {REDIS_URL} is unreachable: {exc!r}")
     return REDIS_URL
+
+
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis), "pgnotify"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    return _redis_reachable() if request.param == "redis" else "postgresql"
 
 
 @pytest.fixture
@@ -48,11 +52,12 @@ def _env(broker: str, poll_ms: int) -> dict[str, str]:
 
 
 @pytest.fixture
-def two_servers(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[list[RunningInstance]]:
+def two_servers(tmp_path: Path, pg_url: str, broker_url: str
+                ) -> Iterator[list[RunningInstance]]:
     """Two processes serving the same database, as two workers behind a load balancer.
-    A long poll interval, so only Redis wake-ups can explain a prompt delivery."""
+    A long poll interval, so only the broker's wake-ups can explain a prompt delivery."""
     servers = [RunningInstance.create(tmp_path, f"w{n}", database_url=pg_url,
-                                      extra_env=_env(redis_url, 60_000)) for n in (1, 2)]
+                                      extra_env=_env(broker_url, 60_000)) for n in (1, 2)]
     # The second init found the database set up: it created no second admin, but its
     # own data directory and config. Both serve the same data.
     for s in servers:
@@ -107,20 +112,31 @@ async def test_change_through_one_process_reaches_a_socket_on_another(
     await admin.aclose()
 
 
-async def test_redis_subscriber_reconnect_catches_up(
-    two_servers: list[RunningInstance], redis_url: str,
+async def _cut_broker_listeners(broker_url: str, pg_url: str) -> int:
+    if broker_url.startswith("redis"):
+        return redis.Redis.from_url(broker_url).client_kill_filter(_type="pubsub")
+    conn = await asyncpg.connect(pg_url.replace("+asyncpg", "", 1))
+    try:
+        return await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+        )
+    finally:
+        await conn.close()
+
+
+async def test_broker_reconnect_catches_up(
+    two_servers: list[RunningInstance], broker_url: str, pg_url: str,
 ) -> None:
     first, second = two_servers
     admin, item = await _item(first)
     ws = await _socket(second, admin)
     await ws.send(json.dumps({"type": "subscribe", "items": [item]}))
     assert json.loads(await ws.recv())["type"] == "subscribed"
-    r = redis.Redis.from_url(redis_url)
-    # Cut every pub/sub connection (both servers' brokers), then save at once: the
-    # wake-up is published while the second server is not listening, so only its
-    # reconnect (which reads the log from its cursor) can deliver the change.
-    killed = r.client_kill_filter(_type="pubsub")
-    assert killed >= 2
+    # Cut both servers' broker listeners, then save at once: the wake-up is sent while
+    # the second server is not listening, so only its reconnect (which reads the log
+    # from its cursor) can deliver the change before the 60 s poll.
+    assert await _cut_broker_listeners(broker_url, pg_url) >= 2
     value = f"during the outage {uuid.uuid4().hex[:6]}"
     (await admin.patch(f"/api/items/{item}/fields/title", json={"value": value})
      ).raise_for_status()
@@ -130,11 +146,11 @@ async def test_redis_subscriber_reconnect_catches_up(
     await admin.aclose()
 
 
-async def test_two_hypercorn_workers(tmp_path: Path, pg_url: str, redis_url: str) -> None:
+async def test_two_hypercorn_workers(tmp_path: Path, pg_url: str, broker_url: str) -> None:
     """`fieldcast serve` with workers = 2: sockets land on either worker; every one of
     them gets a change saved through whichever worker took the PATCH."""
     server = RunningInstance.create(tmp_path, "multi", database_url=pg_url, workers=2,
-                                    extra_env=_env(redis_url, 60_000))
+                                    extra_env=_env(broker_url, 60_000))
     server.start()
     try:
         admin, item = await _item(server)

@@ -42,6 +42,9 @@ def test_rendered_file_round_trips(tmp_path: Path) -> None:
         ('database_url = "mysql://x"', {}, "database_url must start with"),
         ("max_body_bytes = 0", {}, "max_body_bytes must be at least 1"),
         ("this is not toml", {}, "is not valid TOML"),
+        ('broker_url = "amqp://x"', {}, "broker_url must be empty"),
+        ('broker_url = "postgresql"', {}, "needs a PostgreSQL database_url"),
+        ("live_poll_ms = 0", {}, "live_poll_ms must be at least 1"),
     ],
 )
 def test_refusals(tmp_path: Path, toml: str, env: dict[str, str], message: str) -> None:
