@@ -261,7 +261,9 @@ class Hub:
             await self._ensure_readable(user_id, trackers)
         for conn in self.connections:
             for item, tracker in conn.items.items():
-                now_readable = self._readable[(conn.viewer.user_id, tracker)]
+                # A socket that subscribed during the awaits above filled its own entry;
+                # a missing one reads as nothing rather than failing the whole pass.
+                now_readable = self._readable.get((conn.viewer.user_id, tracker), frozenset())
                 if now_readable != conn.announced.get(item):
                     conn.announced[item] = now_readable
                     conn.push_control({"type": "fields", "item": item,
