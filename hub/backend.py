@@ -17,7 +17,7 @@ class LogRecord:
     """One change-log row as the hub sees it."""
 
     event: int
-    kind: str  # "value", "rights" or "session"
+    kind: str  # "value", "deleted", "rights" or "session"
     item: int | None = None
     tracker: int | None = None
     field: str | None = None

@@ -223,6 +223,8 @@ class Hub:
     async def _apply(self, rec: LogRecord) -> None:
         if rec.kind == "value":
             self._fan_out(rec)
+        elif rec.kind == "deleted" and rec.item is not None:
+            self._item_deleted(rec.item)
         elif rec.kind == "rights":
             await self._rights_changed()
         elif rec.kind == "session" and rec.subject is not None:
@@ -249,6 +251,14 @@ class Hub:
                 encoded = self._encode(rec)
             conn.push_update(item, field, rec.event, encoded)
             self.delivered += 1
+
+    def _item_deleted(self, item: int) -> None:
+        for conn in list(self._watchers.get(item, ())):
+            tracker = conn.items.get(item)
+            # Only a user who could see something of the item learns it is gone.
+            if tracker is not None and self._readable.get((conn.viewer.user_id, tracker)):
+                conn.push_control({"type": "deleted", "item": item})
+            self._drop_items(conn, [item])
 
     async def _rights_changed(self) -> None:
         # Any rights event may change any answer: ask again for every watched tracker

@@ -309,6 +309,15 @@ async def create_item(
     return item, changes
 
 
+async def delete_item(session: AsyncSession, item_id: int, who: Principal) -> None:
+    """Delete an item and its values; the log keeps its history and records the deletion."""
+    item, tracker = await get_item(session, item_id)
+    await session.delete(item)
+    await session.flush()
+    await changelog.append(session, at=now(), kind="deleted", item_id=item.id,
+                           tracker_id=tracker.id, actor_id=who.user_id)
+
+
 # ---- the change log --------------------------------------------------------------------
 
 
@@ -338,6 +347,13 @@ async def changes_since(
     )
     out = []
     for row, username in rows:
+        if row.kind == "deleted":
+            # Anyone who could read something of the tracker may learn the item is gone.
+            if who.is_admin or any(f.readable_by(who) for f in fields.get(row.tracker_id, [])):
+                out.append({"event": row.id, "item": row.item_id,
+                            "tracker": trackers.get(row.tracker_id), "deleted": True,
+                            "by": username, "at": iso(row.at)})
+            continue
         if row.kind != "value":
             continue  # rights and session events are for the live hub, not for clients
         f = by_id.get(row.field_id)

@@ -189,8 +189,9 @@ class ChangeLog(Base):
     gap-free and in commit order. Item and field ids are plain columns (no foreign keys)
     so the history outlives what it describes.
 
-    ``kind`` is "value" for a field change, "rights" when who may read what changed, and
-    "session" when a user's logins ended; the last two carry no item. The live hub reads
+    ``kind`` is "value" for a field change, "deleted" when an item was deleted, "rights"
+    when who may read what changed, and "session" when a user's logins ended; the last
+    two carry no item. The live hub reads
     all three in order, so a rights change applies exactly between the right updates.
     """
 

@@ -10,7 +10,7 @@ from quart import Blueprint, request
 from instance import items, trackers
 from instance.accounts import iso
 from instance.errors import ApiError, not_found
-from instance.web import db, int_arg, json_body, principal
+from instance.web import db, int_arg, json_body, principal, require_admin
 
 bp = Blueprint("items", __name__, url_prefix="/api")
 
@@ -86,6 +86,14 @@ async def _item_view(item_id: int) -> dict[str, Any]:
 @bp.get("/items/<int:item_id>")
 async def get_item(item_id: int):  # type: ignore[no-untyped-def]
     return _not_modified_or(await _item_view(item_id))
+
+
+@bp.delete("/items/<int:item_id>")
+async def delete_item(item_id: int):  # type: ignore[no-untyped-def]
+    _, who = await require_admin()
+    async with db().write() as session:
+        await items.delete_item(session, item_id, who)
+    return "", 204
 
 
 @bp.get("/items/<int:item_id>/fields/<name>")

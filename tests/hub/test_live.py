@@ -297,3 +297,14 @@ async def test_revoked_token_closes_its_socket(env: Env) -> None:
         with pytest.raises(WebsocketDisconnectError) as info:
             await asyncio.wait_for(ws.receive(), 3)
         assert "4401" in repr(info.value)
+
+
+async def test_deleted_item_is_announced_and_unsubscribed(env: Env) -> None:
+    item = await setup(env)
+    admin, bob = await env.client("admin"), await env.client("bob")
+    async with bob.websocket("/live") as wb:
+        sb = Socket(wb)
+        await sb.send(type="subscribe", items=[item])
+        await sb.next("subscribed")
+        assert (await admin.delete(f"/api/items/{item}")).status_code == 204
+        assert await sb.next("deleted") == {"type": "deleted", "item": item}

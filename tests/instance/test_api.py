@@ -298,3 +298,21 @@ async def test_field_definition_errors(env: Env) -> None:
     assert r.status_code == 201
     assert (await r.get_json())["export"] == {"mode": "partners",
                                              "partners": ["https://b.example"]}
+
+
+async def test_admin_deletes_an_item_and_the_log_says_so(env: Env) -> None:
+    await setup(env)
+    alice, bob = await env.client("alice"), await env.client("bob")
+    item = await (await alice.post("/api/trackers/bugs/items",
+                                   json={"fields": {"title": "doomed"}})).get_json()
+    assert (await alice.delete(f"/api/items/{item['id']}")).status_code == 403
+    admin = await env.client("admin")
+    assert (await admin.delete(f"/api/items/{item['id']}")).status_code == 204
+    assert (await bob.get(f"/api/items/{item['id']}")).status_code == 404
+    r = await bob.patch(f"/api/items/{item['id']}/fields/title", json={"value": "x"})
+    assert r.status_code == 404
+    assert (await admin.delete(f"/api/items/{item['id']}")).status_code == 404
+    log = (await (await bob.get("/api/changes?since=0")).get_json())["changes"]
+    assert log[0]["field"] == "title" and log[0]["value"] == "doomed"
+    assert log[-1]["deleted"] is True and log[-1]["item"] == item["id"]
+    assert log[-1]["by"] == "admin"
