@@ -6,11 +6,11 @@ import logging
 import re
 from typing import Any
 
-from quart import Quart, jsonify
+from quart import Quart, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from hub.hub import HubConfig
-from instance import live
+from instance import live, pages
 from instance.api import admin, auth, items, trackers
 from instance.config import Settings
 from instance.db import Database, current_revision, head_revision
@@ -27,27 +27,39 @@ def _snake(name: str) -> str:
 
 def create_app(settings: Settings, *, database: Database | None = None,
                hub_config: HubConfig | None = None) -> Quart:
-    app = Quart("fieldcast")
+    # No app-level static folder: the pages blueprint serves /static from the package.
+    app = Quart("fieldcast", static_folder=None)
     # Quart refuses larger bodies with 413 while reading them, before any parsing.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    # Item fields are sent in the tracker's display order; sorting would lose it.
+    # Item fields are sent in the tracker's display order; sorting would lose it. Jinja's
+    # tojson filter asks for sorted keys on its own, through its policies.
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.jinja_env.policies["json.dumps_kwargs"] = {}
     db = database or Database(settings.effective_database_url)
     app.extensions[STATE_KEY] = AppState(settings=settings, db=db, passwords=Passwords(settings))
 
     service = live.LiveService(settings, db, hub_config)
     app.extensions[live.LIVE_KEY] = service
 
-    for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp):
+    for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp, pages.bp):
         app.register_blueprint(blueprint)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "instance": settings.instance_name}
 
+    async def error(status: int, body: dict[str, Any]) -> Any:
+        # Pages get a page; everything else (the API) gets JSON.
+        if not request.path.startswith("/api/") and request.accept_mimetypes.accept_html:
+            user = g.get("fc_user")
+            html = await render_template("error.html", status=status, detail=body["detail"],
+                                         user=user, instance=settings.instance_name)
+            return html, status
+        return jsonify(body), status
+
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Any:
-        return jsonify(exc.body()), exc.status
+        return await error(exc.status, exc.body())
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Any:
@@ -55,8 +67,7 @@ def create_app(settings: Settings, *, database: Database | None = None,
         detail = exc.description or exc.name
         if status == 413:
             detail = f"the request body is larger than the {settings.max_body_bytes} bytes allowed"
-        response = jsonify({"error": _snake(exc.name), "detail": detail})
-        return response, status
+        return await error(status, {"error": _snake(exc.name), "detail": detail})
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Any:

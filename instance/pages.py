@@ -1,0 +1,87 @@
+"""The browser pages: server-rendered HTML plus one small script (static/fieldcast.js).
+
+Pages embed data as JSON (only what the user may read, as the API would return it) and
+the script renders it with textContent, never as HTML. The item page also embeds the
+change-log position read *before* the values, so the live socket's catch-up covers
+whatever changed between rendering and subscribing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, redirect, render_template, url_for
+from sqlalchemy import select
+from werkzeug.wrappers.response import Response
+
+from instance import items, trackers
+from instance.api.trackers import visible
+from instance.errors import ApiError
+from instance.models import Tracker
+from instance.rights import load_fields
+from instance.web import caller, db, state
+
+bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
+               static_url_path="/static")
+
+
+async def _page(template: str, **context: Any) -> str:
+    user, _ = await caller()
+    return await render_template(template, user=user,
+                                 instance=state().settings.instance_name, **context)
+
+
+@bp.get("/login")
+async def login() -> str:
+    return await _page("login.html")
+
+
+@bp.get("/")
+async def home() -> str | Response:
+    user, who = await caller()
+    async with db().read() as session:
+        rows = (await session.execute(select(Tracker).order_by(Tracker.slug))).scalars().all()
+        fields = await load_fields(session, [t.id for t in rows])
+        shown = [t for t in rows if visible(fields[t.id], who)]
+    if not shown and user is None:
+        return redirect(url_for("pages.login"))
+    return await _page("home.html", trackers=shown)
+
+
+@bp.get("/trackers/<slug>")
+async def tracker(slug: str) -> str | Response:
+    user, who = await caller()
+    async with db().read() as session:
+        found = await trackers.get_tracker(session, slug)
+        fields = await trackers.tracker_fields(session, found)
+        if not visible(fields, who):
+            if user is None:
+                return redirect(url_for("pages.login"))
+            raise ApiError(404, "not_found", f"tracker {slug!r} does not exist or you may "
+                           "not see it")
+        rows = await items.list_items(session, found, after=0, limit=200)
+        listed = await items.items_json(session, rows, found, fields, who)
+    columns = [f for f in fields if f.readable_by(who)][:4]
+    can_create = who.is_admin or any(f.editable_by(who) for f in fields)
+    return await _page("tracker.html", tracker=found, items=listed, columns=columns,
+                       can_create=can_create)
+
+
+@bp.get("/items/<int:item_id>")
+async def item(item_id: int) -> str | Response:
+    user, who = await caller()
+    async with db().read() as session:
+        # The position first: anything committed after it is replayed by the socket.
+        epoch, offset = await items.log_epoch(session), await items.log_head(session)
+        found, tracker_row = await items.get_item(session, item_id)
+        fields = await trackers.tracker_fields(session, tracker_row)
+        if not (who.is_admin or items.readable(fields, who)):
+            if user is None:
+                return redirect(url_for("pages.login"))
+            raise ApiError(404, "not_found", f"item {item_id} does not exist or you may "
+                           "not see it")
+        view = (await items.items_json(session, [found], tracker_row, fields, who))[0]
+    options = {f.name: f.options for f in fields if f.readable_by(who)}
+    return await _page("item.html", item=view, tracker=tracker_row,
+                       page={"item": view, "options": options,
+                             "position": {"epoch": epoch, "offset": offset}})

@@ -1,0 +1,351 @@
+// fieldcast's one script: login, logout, new item, and the live item page.
+// User data is only ever put into the page with textContent, never as HTML.
+(() => {
+  "use strict";
+  const $ = (sel, root = document) => root.querySelector(sel);
+
+  function el(tag, props = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props)) {
+      if (key === "text") node.textContent = value;
+      else if (key === "class") node.className = value;
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else if (value !== undefined && value !== null && value !== false) node.setAttribute(key, value === true ? "" : value);
+    }
+    for (const child of children) if (child) node.append(child);
+    return node;
+  }
+
+  function announce(text) {
+    const region = $("#announce");
+    if (region) region.textContent = text;
+  }
+
+  async function api(method, url, body, headers = {}) {
+    const init = { method, credentials: "same-origin", headers: { ...headers } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(url, init);
+    let data = null;
+    try { data = await response.json(); } catch { /* 204 and friends */ }
+    return { status: response.status, data };
+  }
+
+  // ---- every page ------------------------------------------------------------------
+  $("#logout")?.addEventListener("click", async () => {
+    await api("POST", "/api/logout");
+    location.href = "/login";
+  });
+
+  $("#login-form")?.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const error = $("#login-error");
+    const r = await api("POST", "/api/login", {
+      username: form.username.value, password: form.password.value,
+    });
+    if (r.status === 200) { location.href = "/"; return; }
+    error.hidden = false;
+    error.textContent = (r.data && r.data.detail) || `login failed (${r.status})`;
+  });
+
+  $("#new-item")?.addEventListener("click", async (event) => {
+    const slug = event.currentTarget.dataset.tracker;
+    const r = await api("POST", `/api/trackers/${encodeURIComponent(slug)}/items`, { fields: {} });
+    if (r.status === 201) location.href = `/items/${r.data.id}`;
+    else announce((r.data && r.data.detail) || `could not create an item (${r.status})`);
+  });
+
+  // ---- the item page ---------------------------------------------------------------
+  const dataNode = $("#page-data");
+  if (!dataNode) return;
+  const page = JSON.parse(dataNode.textContent);
+  const itemId = page.item.id;
+  const options = page.options;
+  const position = { ...page.position };
+  const fieldsNode = $("#fields");
+  const fields = new Map(); // name -> state of that field on screen
+  let deleted = false;
+
+  const show = (value) => (value === null || value === undefined || value === "" ? "—" : String(value));
+  const when = (iso) => (iso ? new Date(iso).toLocaleString() : "");
+
+  function meta(state) {
+    if (!state.version) return "never set";
+    return `version ${state.version}` + (state.updatedBy ? ` · ${state.updatedBy}` : "") +
+      (state.updatedAt ? ` · ${when(state.updatedAt)}` : "");
+  }
+
+  function render(name, data) {
+    const state = {
+      name, label: data.label, type: data.type, canEdit: data.can_edit && !deleted,
+      value: data.value, version: data.version, updatedBy: data.updated_by,
+      updatedAt: data.updated_at, editing: false, pendingRemote: null,
+    };
+    const section = el("section", { class: "field", id: `field-${name}`, "data-field": name,
+      "aria-labelledby": `label-${name}` });
+    section.append(el("h2", { class: "label", id: `label-${name}`, text: data.label }));
+    state.valueNode = el("div", { class: "value", id: `value-${name}`, text: show(data.value) });
+    section.append(state.valueNode);
+    state.metaNode = el("p", { class: "meta", text: meta(state) });
+    section.append(state.metaNode);
+    if (data.type === "remote") {
+      const source = (options[name] || {}).source || {};
+      section.append(el("p", { class: "remote", text: `read-only, from ${source.instance || "another instance"}` }));
+    } else if (state.canEdit) {
+      state.editButton = el("button", { type: "button", class: "edit", text: `Edit ${data.label}`,
+        onclick: () => startEdit(state) });
+      section.append(state.editButton);
+    }
+    state.noteNode = el("p", { class: "note", role: "status" });
+    section.append(state.noteNode);
+    state.section = section;
+    fields.set(name, state);
+    return section;
+  }
+
+  function renderAll(item) {
+    fieldsNode.replaceChildren();
+    fields.clear();
+    for (const [name, data] of Object.entries(item.fields)) fieldsNode.append(render(name, data));
+  }
+
+  function flash(state) {
+    state.section.classList.remove("flash");
+    void state.section.offsetWidth; // restart the animation
+    state.section.classList.add("flash");
+  }
+
+  function setValue(state, value, version, by, at) {
+    Object.assign(state, { value, version, updatedBy: by, updatedAt: at });
+    state.valueNode.textContent = show(value);
+    state.metaNode.textContent = meta(state);
+  }
+
+  function editorFor(state) {
+    const id = `input-${state.name}`;
+    const opts = options[state.name] || {};
+    let input;
+    if (state.type === "textarea") {
+      input = el("textarea", { id, rows: 6 });
+      input.value = state.value ?? "";
+    } else if (state.type === "dropdown") {
+      input = el("select", { id }, el("option", { value: "", text: "(none)" }),
+        ...(opts.choices || []).map((c) => el("option", { value: c, text: c })));
+      input.value = state.value ?? "";
+    } else {
+      const kind = { number: "number", date: "date" }[state.type] || "text";
+      input = el("input", { id, type: kind, step: state.type === "number" ? (opts.integer ? "1" : "any") : undefined });
+      input.value = state.value ?? "";
+    }
+    return input;
+  }
+
+  function readInput(state, input) {
+    const raw = input.value;
+    if (state.type === "number") return raw === "" ? null : Number(raw);
+    if (["dropdown", "date", "user"].includes(state.type)) return raw === "" ? null : raw;
+    return raw;
+  }
+
+  function startEdit(state) {
+    if (state.editing || deleted) return;
+    state.editing = true;
+    state.baseVersion = state.version;
+    const input = editorFor(state);
+    const form = el("form", { class: "editor" },
+      el("label", { for: input.id, class: "visually-hidden", text: state.label }), input,
+      el("div", { class: "buttons" },
+        el("button", { type: "submit", text: "Save" }),
+        el("button", { type: "button", class: "secondary", text: "Cancel", onclick: () => endEdit(state) })));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      save(state, readInput(state, input), state.baseVersion);
+    });
+    form.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") { event.preventDefault(); endEdit(state); }
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && state.type === "textarea") {
+        event.preventDefault();
+        form.requestSubmit();
+      }
+    });
+    state.form = form;
+    state.input = input;
+    state.valueNode.hidden = true;
+    if (state.editButton) state.editButton.hidden = true;
+    state.section.insertBefore(form, state.noteNode);
+    input.focus();
+  }
+
+  function endEdit(state) {
+    state.editing = false;
+    state.form?.remove();
+    state.conflictNode?.remove();
+    state.form = state.conflictNode = null;
+    state.valueNode.hidden = false;
+    state.noteNode.textContent = "";
+    if (state.editButton) { state.editButton.hidden = false; state.editButton.focus(); }
+    if (state.pendingRemote) {
+      const u = state.pendingRemote;
+      state.pendingRemote = null;
+      if (u.version > state.version) { setValue(state, u.value, u.version, u.by, u.at); flash(state); }
+    }
+  }
+
+  async function save(state, value, version) {
+    const r = await api("PATCH", `/api/items/${itemId}/fields/${encodeURIComponent(state.name)}`,
+      { value }, { "If-Match": `"${version}"` });
+    if (r.status === 200) {
+      if (r.data.version > state.version) setValue(state, r.data.value, r.data.version, r.data.updated_by, r.data.updated_at);
+      state.pendingRemote = null;
+      endEdit(state);
+      announce(`${state.label} saved`);
+    } else if (r.status === 412) {
+      showConflict(state, value, r.data.current);
+    } else {
+      state.noteNode.textContent = (r.data && r.data.detail) || `could not save (${r.status})`;
+      announce(state.noteNode.textContent);
+    }
+  }
+
+  function showConflict(state, mine, theirs) {
+    state.conflictNode?.remove();
+    const panel = el("div", { class: "conflict", role: "alert" },
+      el("p", { text: `${theirs.updated_by || "Someone"} changed ${state.label} while you were editing.` }),
+      el("dl", {},
+        el("dt", { text: "Their value" }), el("dd", { class: "theirs", text: show(theirs.value) }),
+        el("dt", { text: "Your value" }), el("dd", { class: "mine", text: show(mine) })),
+      el("div", { class: "buttons" },
+        el("button", { type: "button", class: "keep-mine", text: "Keep mine",
+          onclick: () => save(state, mine, theirs.version) }),
+        el("button", { type: "button", class: "take-theirs secondary", text: "Take theirs",
+          onclick: () => {
+            if (theirs.version > state.version) setValue(state, theirs.value, theirs.version, theirs.updated_by, theirs.updated_at);
+            endEdit(state);
+            announce(`kept ${theirs.updated_by || "their"} value of ${state.label}`);
+          } })));
+    state.conflictNode = panel;
+    state.section.insertBefore(panel, state.noteNode);
+    panel.querySelector(".keep-mine").focus();
+  }
+
+  function applyUpdate(u) {
+    const state = fields.get(u.field);
+    if (!state) { reloadItem(); return; } // a field we did not have: fetch it
+    if (u.version <= state.version && !state.editing) return; // already have it
+    if (state.editing) {
+      // Do not clobber a draft: remember the newest value; saving will show a conflict.
+      if (!state.pendingRemote || u.version > state.pendingRemote.version) state.pendingRemote = u;
+      state.noteNode.textContent = `${u.by || "someone"} changed this meanwhile (version ${u.version})`;
+      return;
+    }
+    setValue(state, u.value, u.version, u.by, u.at);
+    flash(state);
+  }
+
+  async function reloadItem() {
+    const r = await api("GET", `/api/items/${itemId}`);
+    if (r.status === 404) { markDeleted(); return; }
+    if (r.status !== 200) return;
+    for (const [name, data] of Object.entries(r.data.fields)) {
+      const state = fields.get(name);
+      if (!state) { fieldsNode.append(render(name, data)); continue; }
+      if (data.version > state.version && !state.editing) {
+        setValue(state, data.value, data.version, data.updated_by, data.updated_at);
+        flash(state);
+      }
+    }
+    for (const name of [...fields.keys()]) {
+      if (!(name in r.data.fields)) { fields.get(name).section.remove(); fields.delete(name); }
+    }
+  }
+
+  function markDeleted() {
+    deleted = true;
+    for (const state of fields.values()) { state.editButton?.remove(); state.form?.remove(); }
+    fieldsNode.prepend(el("p", { class: "error", role: "alert", text: "This item was deleted." }));
+  }
+
+  // ---- the live socket -------------------------------------------------------------
+  const conn = $("#conn");
+  const connText = $("#conn-text");
+  let socket = null;
+  let delay = 500;
+  let everLive = false;
+
+  function setConn(state, text) {
+    if (conn.dataset.state === state) return;
+    conn.dataset.state = state;
+    connText.textContent = text || { live: "live", reconnecting: "reconnecting…", offline: "offline" }[state];
+    announce(`connection ${connText.textContent}`);
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(`${scheme}${location.host}/live`);
+    socket.addEventListener("open", () => {
+      socket.send(JSON.stringify({ type: "subscribe", items: [itemId], position }));
+    });
+    socket.addEventListener("message", (event) => handle(JSON.parse(event.data)));
+    socket.addEventListener("close", (event) => {
+      socket = null;
+      if (event.code === 4401) { setConn("offline", "offline: log in again"); return; }
+      setConn(everLive ? "reconnecting" : "offline");
+      // Exponential backoff with jitter, so a restarted server is not hit by everyone at once.
+      const wait = delay * (0.5 + Math.random());
+      delay = Math.min(delay * 2, 10000);
+      setTimeout(connect, wait);
+    });
+  }
+
+  function advance(epoch, offset) {
+    if (epoch === position.epoch && offset > position.offset) position.offset = offset;
+  }
+
+  function handle(msg) {
+    switch (msg.type) {
+      case "subscribed":
+        delay = 500;
+        everLive = true;
+        setConn("live");
+        if (msg.recovered === false) {
+          // The gap could not be replayed: reload, and take the server's position.
+          Object.assign(position, { epoch: msg.epoch, offset: msg.offset });
+          reloadItem();
+        } else advance(msg.epoch, msg.offset);
+        break;
+      case "updates":
+        for (const u of msg.updates) {
+          if (u.item !== itemId) continue;
+          applyUpdate(u);
+          advance(u.epoch, u.event);
+        }
+        break;
+      case "fields": {
+        const readable = new Set(msg.readable);
+        for (const name of [...fields.keys()]) {
+          if (!readable.has(name)) { fields.get(name).section.remove(); fields.delete(name); }
+        }
+        if (msg.readable.some((name) => !fields.has(name))) reloadItem();
+        break;
+      }
+      case "deleted":
+        markDeleted();
+        break;
+      case "ping":
+        socket?.send(JSON.stringify({ type: "pong" }));
+        break;
+      case "error":
+        if (msg.retry) setTimeout(() => socket?.send(JSON.stringify({ type: "subscribe", items: [itemId], position })), 1000);
+        break;
+      default:
+        break;
+    }
+  }
+
+  renderAll(page.item);
+  connect();
+  window.fieldcast = { position, fields }; // for debugging and tests
+})();
