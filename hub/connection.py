@@ -94,11 +94,17 @@ class Connection:
     # ---- the writer ---------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
+        last_sent = 0.0
         while True:
             await self._wakeup.wait()
-            # Gather what else arrives within one tick into the same frame: each frame
-            # costs a lock, a write and a drain in Hypercorn, and a signal in Quart.
-            await asyncio.sleep(self._tick)
+            # At most one frame per tick: the first update after a quiet spell goes out at
+            # once (one pass of the log is fanned out without yielding, so it is all here),
+            # and under load what arrives meanwhile shares the next frame. Each frame costs
+            # a lock, a write and a drain in Hypercorn and a signal in Quart, so batching
+            # is what lets a busy hub keep up. No timer unless one is needed.
+            wait = last_sent + self._tick - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
             self._wakeup.clear()
             updates, self._pending = self._pending, {}
             controls, self._controls = self._controls, []
@@ -110,6 +116,7 @@ class Connection:
                 )
             for frame in controls:
                 await self._timed_send(frame)
+            last_sent = time.monotonic()
 
     async def _timed_send(self, frame: str) -> None:
         self.sending_since = time.monotonic()

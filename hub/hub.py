@@ -44,8 +44,9 @@ class Broker(Protocol):
 
 @dataclass(frozen=True)
 class HubConfig:
-    # Batch window for one connection's frame.
-    tick: float = 0.005
+    # The least time between two frames to one connection; updates arriving meanwhile
+    # are batched (and superseded values of one field dropped).
+    tick: float = 0.02
     # How often the log is read when no wake-up came.
     poll_interval: float = 1.0
     heartbeat: float = 25.0
