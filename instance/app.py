@@ -10,13 +10,14 @@ from quart import Quart, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from hub.hub import HubConfig
-from instance import live, pages
+from instance import live, pages, wellknown
 from instance.api import admin, auth, items, trackers
 from instance.config import Settings
 from instance.db import Database, current_revision, head_revision
 from instance.errors import ApiError
 from instance.security import Passwords
 from instance.web import STATE_KEY, AppState
+from keys.store import KeyStore
 
 log = logging.getLogger("fieldcast")
 
@@ -41,7 +42,8 @@ def create_app(settings: Settings, *, database: Database | None = None,
     service = live.LiveService(settings, db, hub_config)
     app.extensions[live.LIVE_KEY] = service
 
-    for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp, pages.bp):
+    for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp, pages.bp,
+                      wellknown.bp):
         app.register_blueprint(blueprint)
 
     @app.get("/healthz")
@@ -83,6 +85,10 @@ def create_app(settings: Settings, *, database: Database | None = None,
                 f"the database is at migration {current or 'none'}, this code needs {head}: "
                 "run `fieldcast migrate` (fieldcast serve does it on start)"
             )
+        keys = KeyStore(settings.data_dir / "keys")
+        if keys.exists():
+            # Refuses private keys that others may read (KeyStoreError says how to fix).
+            app.extensions[STATE_KEY].keys = keys.load()
         await service.start()
 
     @app.after_serving

@@ -10,6 +10,7 @@ import os
 import secrets
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from instance.errors import ApiError
 from instance.models import Group, Tracker, User
 from instance.rights import load_fields
 from instance.security import Passwords
+from keys.store import KeyStore, KeyStoreError
 
 EPILOG = """\
 Start here:
@@ -113,6 +115,10 @@ def cmd_init(args: argparse.Namespace) -> None:
     # With --exist-ok a database that already has an admin is fine: this is a restart,
     # or another node's data directory for a shared PostgreSQL database.
     if args.exist_ok and _run(settings, _has_admin, write=False):
+        keys = KeyStore(data_dir / "keys")
+        if not keys.exists():
+            keys.generate(time.time())
+            print(f"signing keys (Ed25519 and RSA-2048, mode 0600) in {keys.directory}")
         print(f"the database ({_describe_db(settings)}) is already set up; nothing to do")
         return
     password, generated = _read_password(args, generate=True)
@@ -131,6 +137,10 @@ def cmd_init(args: argparse.Namespace) -> None:
         )
 
     _run(settings, work)
+    keys = KeyStore(data_dir / "keys")
+    if not keys.exists():
+        keys.generate(time.time())
+        print(f"signing keys (Ed25519 and RSA-2048, mode 0600) in {keys.directory}")
     print(f"database ready: {_describe_db(settings)}")
     print(f"admin user: {args.admin}")
     if generated:
@@ -162,6 +172,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from hypercorn.config import Config as HypercornConfig
 
     settings = _settings(args, bind=args.bind, workers=args.workers)
+    keys = KeyStore(settings.data_dir / "keys")
+    if keys.exists():
+        keys.load()  # refuse to start with private keys others may read
     # Migrate once here, before any worker starts, so workers never race on the schema.
     asyncio.run(_with_db(settings, lambda db: migrate(db.engine)))
     hconfig = HypercornConfig()
@@ -425,6 +438,31 @@ def cmd_field_rights(args: argparse.Namespace) -> None:
     print(f"updated field {args.name} of {args.tracker}")
 
 
+def _store(args: argparse.Namespace) -> KeyStore:
+    return KeyStore(_settings(args).data_dir / "keys").load()
+
+
+def cmd_keys_list(args: argparse.Namespace) -> None:
+    store = _store(args)
+    now = time.time()
+    for r in store.records():
+        until = ("" if r.valid_until is None else
+                 f", verifies until {time.strftime('%Y-%m-%d %H:%M', time.gmtime(r.valid_until))}"
+                 " UTC" if r.valid_until > now else ", overlap over")
+        print(f"{r.kid:<24} {r.alg:<8} {r.state}{until}")
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> None:
+    store = _store(args)
+    overlap = args.overlap_hours * 3600
+    for alg in (("ed25519", "rsa") if args.alg == "all" else (args.alg,)):
+        new = store.rotate(alg, time.time(), overlap)
+        print(f"new current {alg} key {new.record.kid}; the previous one verifies for "
+              f"{args.overlap_hours} more hours")
+    for kid in store.retire_expired(time.time()):
+        print(f"retired {kid}")
+
+
 def cmd_token_create(args: argparse.Namespace) -> None:
     async def work(db: Database, session: AsyncSession) -> str:
         user = await accounts.get_user(session, args.username)
@@ -589,6 +627,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partner", action="append")
     p.set_defaults(func=cmd_field_rights)
 
+    keys = sub.add_parser("keys", help="the instance's signing keys").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    p = keys.add_parser("list", parents=[common], help="list keys and their state")
+    p.set_defaults(func=cmd_keys_list)
+    p = keys.add_parser("rotate", parents=[common], help="replace the current key(s)",
+                        description="Create new current keys. The previous ones still verify "
+                        "for the overlap, so peers that cached them keep working while they "
+                        "re-fetch; keys past their overlap are retired and deleted.")
+    p.add_argument("--alg", choices=["ed25519", "rsa", "all"], default="all")
+    p.add_argument("--overlap-hours", type=float, default=168.0,
+                   help="how long the previous key still verifies (default a week)")
+    p.set_defaults(func=cmd_keys_rotate)
+
     token = sub.add_parser("token", help="API tokens").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
@@ -606,7 +657,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (CliError, ConfigError) as exc:
+    except (CliError, ConfigError, KeyStoreError) as exc:
         parser.exit(2, f"fieldcast: error: {exc}\n")
     except ApiError as exc:
         parser.exit(2, f"fieldcast: error: {exc.detail}\n")

@@ -18,6 +18,7 @@ from instance.errors import ApiError
 from instance.models import User
 from instance.rights import Principal, builtin_group_ids, principal_from
 from instance.security import SESSION_COOKIE, TOKEN_PREFIX, Passwords
+from keys.store import KeyStore
 
 STATE_KEY = "fieldcast"
 
@@ -27,6 +28,7 @@ class AppState:
     settings: Settings
     db: Database
     passwords: Passwords
+    keys: KeyStore | None = None
     _builtin: dict[str, int] | None = None
 
     async def builtin_groups(self, session: AsyncSession) -> dict[str, int]:

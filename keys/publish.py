@@ -1,0 +1,126 @@
+"""The documents an instance publishes about itself and its keys, and strict parsers for
+a foreign instance's copies of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from keys.store import KeyStore, LiveKey, PublicKey, key_url
+from protocol.errors import RemoteProtocolError
+from protocol.signatures import PROFILES
+
+PROTOCOL_VERSION = 1
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def key_document(key: LiveKey, base_url: str) -> dict[str, Any]:
+    return {
+        "id": key_url(base_url, key.record.kid),
+        "owner": base_url,
+        "algorithm": key.record.alg,
+        "public_key_pem": key.public_pem(),
+        "state": key.record.state,
+        "expires": _iso(key.record.valid_until),
+    }
+
+
+def well_known_document(store: KeyStore, *, name: str, base_url: str, now: float
+                        ) -> dict[str, Any]:
+    """``/.well-known/fieldcast``: who this instance is and which keys verify for it."""
+    return {
+        "fieldcast": PROTOCOL_VERSION,
+        "name": name,
+        "base_url": base_url,
+        # The WebSub hub is not served yet (PROTOCOL.md); null until it is.
+        "hub": None,
+        "signature_profiles": list(PROFILES),
+        "keys": [key_document(k, base_url) for k in store.verification_keys(now)],
+    }
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    key_id: str
+    owner: str
+    algorithm: str
+    public_key: PublicKey
+
+
+@dataclass(frozen=True)
+class ForeignInstance:
+    name: str
+    base_url: str
+    profiles: tuple[str, ...]
+    keys: tuple[ForeignKey, ...]
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _member(doc: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    if name not in doc:
+        raise RemoteProtocolError(f"{where} lacks member {name!r}", status_hint=502)
+    value = doc[name]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise RemoteProtocolError(
+            f"{where} member {name!r} must be {kind.__name__}, got {type(value).__name__}",
+            status_hint=502,
+        )
+    return value
+
+
+def parse_key(doc: Any, where: str = "key document") -> ForeignKey:
+    if not isinstance(doc, dict):
+        raise RemoteProtocolError(f"{where} must be a JSON object", status_hint=502)
+    key_id = _member(doc, "id", str, where)
+    owner = _member(doc, "owner", str, where)
+    algorithm = _member(doc, "algorithm", str, where)
+    pem = _member(doc, "public_key_pem", str, where)
+    try:
+        public = serialization.load_pem_public_key(pem.encode())
+    except ValueError:
+        raise RemoteProtocolError(f"{where}: public_key_pem is not a PEM public key",
+                                  status_hint=502) from None
+    expected = {"ed25519": ed25519.Ed25519PublicKey, "rsa": rsa.RSAPublicKey}.get(algorithm)
+    if expected is None or not isinstance(public, expected):
+        raise RemoteProtocolError(
+            f"{where}: algorithm {algorithm!r} does not match the key it publishes",
+            status_hint=502,
+        )
+    if origin(key_id) != origin(owner):
+        raise RemoteProtocolError(
+            f"{where}: key {key_id} is not served from its owner {owner}", status_hint=403
+        )
+    return ForeignKey(key_id, owner, algorithm, public)  # type: ignore[arg-type]
+
+
+def parse_well_known(doc: Any) -> ForeignInstance:
+    where = "/.well-known/fieldcast"
+    if not isinstance(doc, dict):
+        raise RemoteProtocolError(f"{where} must be a JSON object", status_hint=502)
+    version = _member(doc, "fieldcast", int, where)
+    if version != PROTOCOL_VERSION:
+        raise RemoteProtocolError(
+            f"{where} speaks protocol version {version}; this instance speaks "
+            f"{PROTOCOL_VERSION}", status_hint=502,
+        )
+    keys = _member(doc, "keys", list, where)
+    return ForeignInstance(
+        name=_member(doc, "name", str, where),
+        base_url=_member(doc, "base_url", str, where),
+        profiles=tuple(_member(doc, "signature_profiles", list, where)),
+        keys=tuple(parse_key(k, f"{where} keys[{i}]") for i, k in enumerate(keys)),
+    )

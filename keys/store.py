@@ -1,0 +1,195 @@
+"""The instance's own key pairs: generated once, kept as 0600 PEM files, rotated with an
+overlap window during which the previous key still verifies.
+
+Layout in ``{data_dir}/keys/``: one ``{kid}.pem`` (PKCS#8, unencrypted) per live key and
+``keys.json``, the manifest (id, algorithm, creation, state, end of validity).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+ALGORITHMS = ("ed25519", "rsa")
+MANIFEST = "keys.json"
+DEFAULT_OVERLAP = 7 * 24 * 3600  # a week: peers re-fetch well within it
+
+PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+PublicKey = ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+
+
+class KeyStoreError(Exception):
+    """The key files are missing, unreadable or unsafe; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    kid: str
+    alg: str  # "ed25519" or "rsa"
+    created: float
+    state: str  # "current", "previous" or "retired"
+    valid_until: float | None = None  # for "previous": when it stops verifying
+
+
+@dataclass(frozen=True)
+class LiveKey:
+    record: KeyRecord
+    private: PrivateKey
+
+    @property
+    def public(self) -> PublicKey:
+        return self.private.public_key()
+
+    def public_pem(self) -> str:
+        return self.public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
+
+
+def _new_private(alg: str) -> PrivateKey:
+    if alg == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if alg == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    raise KeyStoreError(f"unknown key algorithm {alg!r}; known: {', '.join(ALGORITHMS)}")
+
+
+class KeyStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self._records: list[KeyRecord] = []
+        self._private: dict[str, PrivateKey] = {}
+
+    # ---- files ---------------------------------------------------------------------------
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / MANIFEST
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def _write_private(self, kid: str, key: PrivateKey) -> None:
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        path = self.directory / f"{kid}.pem"
+        # Created 0600 from the start: a chmod after writing leaves a window.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+
+    def _save_manifest(self) -> None:
+        tmp = self.manifest_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"keys": [asdict(r) for r in self._records]}, fh, indent=2)
+        os.replace(tmp, self.manifest_path)
+
+    def generate(self, now: float) -> None:
+        """Create one current key per algorithm (``fieldcast init``)."""
+        if self.exists():
+            raise KeyStoreError(f"{self.directory} already holds keys; use `fieldcast keys "
+                                "rotate` to replace them")
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for alg in ALGORITHMS:
+            self._add(alg, now)
+        self._save_manifest()
+
+    def _add(self, alg: str, now: float) -> LiveKey:
+        kid = f"{alg}-{secrets.token_hex(6)}"
+        key = _new_private(alg)
+        self._write_private(kid, key)
+        record = KeyRecord(kid=kid, alg=alg, created=now, state="current")
+        self._records.append(record)
+        self._private[kid] = key
+        return LiveKey(record, key)
+
+    def load(self) -> KeyStore:
+        """Read the manifest and every live private key, refusing unsafe permissions."""
+        if not self.exists():
+            raise KeyStoreError(f"no keys in {self.directory}: run `fieldcast init`")
+        try:
+            data = json.loads(self.manifest_path.read_text())
+            self._records = [KeyRecord(**r) for r in data["keys"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KeyStoreError(f"{self.manifest_path} is unreadable: {exc}") from None
+        self._private = {}
+        for record in self._records:
+            if record.state == "retired":
+                continue
+            path = self.directory / f"{record.kid}.pem"
+            try:
+                mode = path.stat().st_mode
+            except OSError as exc:
+                raise KeyStoreError(f"key file {path} is missing: {exc}") from None
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise KeyStoreError(
+                    f"key file {path} has mode {stat.S_IMODE(mode):04o}: others may read it. "
+                    f"Fix it with `chmod 600 {path}` (and consider rotating the key)"
+                )
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            if not isinstance(key, ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey):
+                raise KeyStoreError(f"{path} holds an unsupported key type")
+            self._private[record.kid] = key
+        return self
+
+    # ---- use -----------------------------------------------------------------------------
+
+    def current(self, alg: str) -> LiveKey:
+        for record in self._records:
+            if record.alg == alg and record.state == "current":
+                return LiveKey(record, self._private[record.kid])
+        raise KeyStoreError(f"no current {alg} key in {self.directory}")
+
+    def verification_keys(self, now: float) -> list[LiveKey]:
+        """Keys that still verify: the current ones and previous ones inside the overlap."""
+        return [LiveKey(r, self._private[r.kid]) for r in self._records
+                if r.state == "current"
+                or (r.state == "previous" and r.valid_until is not None and r.valid_until > now)]
+
+    def get(self, kid: str, now: float) -> LiveKey | None:
+        return next((k for k in self.verification_keys(now) if k.record.kid == kid), None)
+
+    def rotate(self, alg: str, now: float, overlap: float = DEFAULT_OVERLAP) -> LiveKey:
+        """A new current key; the old one verifies for ``overlap`` seconds more."""
+        self.retire_expired(now, save=False)
+        old = self.current(alg)
+        self._records = [replace(r, state="previous", valid_until=now + overlap)
+                         if r.kid == old.record.kid else r for r in self._records]
+        new = self._add(alg, now)
+        self._save_manifest()
+        return new
+
+    def retire_expired(self, now: float, *, save: bool = True) -> list[str]:
+        """Previous keys past their overlap: no longer published or accepted, and their
+        private key files are deleted."""
+        retired = []
+        for i, r in enumerate(self._records):
+            if r.state == "previous" and r.valid_until is not None and r.valid_until <= now:
+                self._records[i] = replace(r, state="retired")
+                self._private.pop(r.kid, None)
+                (self.directory / f"{r.kid}.pem").unlink(missing_ok=True)
+                retired.append(r.kid)
+        if retired and save:
+            self._save_manifest()
+        return retired
+
+    def records(self) -> list[KeyRecord]:
+        return list(self._records)
+
+
+def key_url(base_url: str, kid: str) -> str:
+    """The keyId of a key: the URL that publishes it."""
+    return f"{base_url.rstrip('/')}/.well-known/fieldcast/keys/{kid}"
+
+
+def describe(record: KeyRecord) -> dict[str, Any]:
+    return asdict(record)
