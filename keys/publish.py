@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from keys.store import KeyStore, LiveKey, PublicKey, key_url
+from protocol.documents import parse_timestamp
 from protocol.errors import RemoteProtocolError
 from protocol.signatures import PROFILES
 
@@ -35,15 +36,17 @@ def key_document(key: LiveKey, base_url: str) -> dict[str, Any]:
     }
 
 
-def well_known_document(store: KeyStore, *, name: str, base_url: str, now: float
-                        ) -> dict[str, Any]:
-    """``/.well-known/fieldcast``: who this instance is and which keys verify for it."""
+def well_known_document(store: KeyStore, *, name: str, base_url: str, now: float,
+                        hub: str | None = None) -> dict[str, Any]:
+    """``/.well-known/fieldcast``: who this instance is and which keys verify for it.
+
+    ``hub`` is the WebSub hub URL, or None (published as null) while none is served.
+    """
     return {
         "fieldcast": PROTOCOL_VERSION,
         "name": name,
         "base_url": base_url,
-        # The WebSub hub is not served yet (PROTOCOL.md); null until it is.
-        "hub": None,
+        "hub": hub,
         "signature_profiles": list(PROFILES),
         "keys": [key_document(k, base_url) for k in store.verification_keys(now)],
     }
@@ -55,6 +58,9 @@ class ForeignKey:
     owner: str
     algorithm: str
     public_key: PublicKey
+    # Unix time after which the owner no longer accepts it (a previous key's overlap);
+    # None for a current key. A cached copy must not outlive it.
+    expires: float | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class ForeignInstance:
     base_url: str
     profiles: tuple[str, ...]
     keys: tuple[ForeignKey, ...]
+    hub: str | None = None
 
 
 def origin(url: str) -> str:
@@ -100,11 +107,35 @@ def parse_key(doc: Any, where: str = "key document") -> ForeignKey:
             f"{where}: algorithm {algorithm!r} does not match the key it publishes",
             status_hint=502,
         )
+    _check_url(key_id, f"{where} member 'id'")
+    _check_url(owner, f"{where} member 'owner'")
     if origin(key_id) != origin(owner):
         raise RemoteProtocolError(
             f"{where}: key {key_id} is not served from its owner {owner}", status_hint=403
         )
-    return ForeignKey(key_id, owner, algorithm, public)  # type: ignore[arg-type]
+    expires = doc.get("expires")
+    if expires is not None:
+        if not isinstance(expires, str):
+            raise RemoteProtocolError(
+                f"{where} member 'expires' must be null or an RFC 3339 string", status_hint=502
+            )
+        try:
+            expires_at = parse_timestamp(expires, "expires").timestamp()
+        except RemoteProtocolError as exc:
+            raise RemoteProtocolError(f"{where}: {exc.message}", status_hint=502) from None
+    else:
+        expires_at = None
+    return ForeignKey(key_id, owner, algorithm, public, expires_at)  # type: ignore[arg-type]
+
+
+def _check_url(value: str, what: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or "#" in value:
+        raise RemoteProtocolError(
+            f"{what} must be an absolute http(s) URL without fragment, got {value!r}",
+            status_hint=502,
+        )
+    return value
 
 
 def parse_well_known(doc: Any) -> ForeignInstance:
@@ -117,10 +148,32 @@ def parse_well_known(doc: Any) -> ForeignInstance:
             f"{where} speaks protocol version {version}; this instance speaks "
             f"{PROTOCOL_VERSION}", status_hint=502,
         )
-    keys = _member(doc, "keys", list, where)
+    keys = tuple(
+        parse_key(k, f"{where} keys[{i}]")
+        for i, k in enumerate(_member(doc, "keys", list, where))
+    )
+    ids = [k.key_id for k in keys]
+    if len(set(ids)) != len(ids):
+        # Two different PEMs under one keyId would make "which key verifies?" ambiguous.
+        raise RemoteProtocolError(f"{where} lists a key id more than once", status_hint=502)
+    name = _member(doc, "name", str, where)
+    if not name.strip():
+        raise RemoteProtocolError(f"{where} member 'name' must not be empty", status_hint=502)
+    profiles = _member(doc, "signature_profiles", list, where)
+    if not all(isinstance(p, str) for p in profiles):
+        raise RemoteProtocolError(
+            f"{where} member 'signature_profiles' must be a list of strings", status_hint=502
+        )
+    hub = doc.get("hub")
+    if hub is not None:
+        if not isinstance(hub, str):
+            raise RemoteProtocolError(f"{where} member 'hub' must be null or a URL string",
+                                      status_hint=502)
+        _check_url(hub, f"{where} member 'hub'")
     return ForeignInstance(
-        name=_member(doc, "name", str, where),
-        base_url=_member(doc, "base_url", str, where),
-        profiles=tuple(_member(doc, "signature_profiles", list, where)),
-        keys=tuple(parse_key(k, f"{where} keys[{i}]") for i, k in enumerate(keys)),
+        name=name,
+        base_url=_check_url(_member(doc, "base_url", str, where), f"{where} member 'base_url'"),
+        profiles=tuple(profiles),
+        keys=keys,
+        hub=hub,
     )

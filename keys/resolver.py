@@ -10,11 +10,18 @@ Rules:
   per ``refetch_interval`` per origin, so forged requests cannot make us hammer a peer.
 - The first identity seen for an origin (its name and base URL) is pinned; a document
   that changes it is refused until an operator forgets the pin.
-- The cache is bounded (least recently used keys are dropped).
+- The cache is bounded (least recently used keys are dropped), and so is the record of
+  recent fetches per origin.
+- A previous key is cached no longer than the ``expires`` its owner published: after the
+  overlap it is refused even while the cache is warm.
+- Concurrent resolutions for one origin share a single fetch, so a burst of requests
+  from a peer we have not seen yet neither fetches N times nor finds the key "unknown"
+  because another request's fetch is still running.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
@@ -41,15 +48,19 @@ Fetch = Callable[[str], Awaitable[tuple[int, Any]]]
 class KeyResolver:
     def __init__(self, fetch: Fetch, *, clock: Callable[[], float] = time.monotonic,
                  ttl: float = 3600.0, refetch_interval: float = 60.0,
-                 max_keys: int = 10_000) -> None:
+                 max_keys: int = 10_000, max_origins: int = 10_000,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self._fetch = fetch
-        self._clock = clock
+        self._clock = clock  # monotonic: TTL and rate limit
+        self._wall_clock = wall_clock  # Unix time: the owner's published key expiry
         self.ttl = ttl
         self.refetch_interval = refetch_interval
         self.max_keys = max_keys
+        self.max_origins = max_origins
         self._keys: OrderedDict[str, tuple[ForeignKey, float]] = OrderedDict()
         self._identity: dict[str, tuple[str, str]] = {}
-        self._last_fetch: dict[str, float] = {}
+        self._last_fetch: OrderedDict[str, float] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[None]] = {}
         self.fetches = 0
 
     def forget_identity(self, origin_url: str) -> None:
@@ -71,20 +82,55 @@ class KeyResolver:
         cached = self._keys.get(key_id)
         if cached is not None and not refresh and now - cached[1] < self.ttl:
             self._keys.move_to_end(key_id)
-            return cached[0]
-        last = self._last_fetch.get(key_origin)
-        if last is not None and now - last < self.refetch_interval:
-            # Rate limited: answer from what we have, even if stale.
-            return cached[0] if cached is not None else None
-        self._last_fetch[key_origin] = now
-        await self._refresh(key_origin, now)
+            return self._unexpired(key_id)
+        pending = self._inflight.get(key_origin)
+        if pending is None:
+            last = self._last_fetch.get(key_origin)
+            if last is not None and now - last < self.refetch_interval:
+                # Rate limited: answer from what we have, even if stale.
+                return self._unexpired(key_id)
+            self._note_fetch(key_origin, now)
+            pending = asyncio.ensure_future(self._refresh(key_origin, now))
+            self._inflight[key_origin] = pending
+            pending.add_done_callback(lambda _: self._inflight.pop(key_origin, None))
+        # Shielded: one caller giving up (cancelled) must not cancel the others' fetch.
+        await asyncio.shield(pending)
+        return self._unexpired(key_id)
+
+    def _unexpired(self, key_id: str) -> ForeignKey | None:
         found = self._keys.get(key_id)
-        return found[0] if found is not None else None
+        if found is None:
+            return None
+        key = found[0]
+        if key.expires is not None and key.expires <= self._wall_clock():
+            # Its owner retired it (overlap over): refuse it, and no fetch can revive it.
+            del self._keys[key_id]
+            return None
+        return key
+
+    def _note_fetch(self, key_origin: str, now: float) -> None:
+        self._last_fetch.pop(key_origin, None)
+        self._last_fetch[key_origin] = now
+        # Entries older than the interval no longer limit anything; beyond max_origins
+        # the oldest go too, so keyIds naming endless hosts cannot grow this forever.
+        while self._last_fetch:
+            oldest_origin, oldest = next(iter(self._last_fetch.items()))
+            if now - oldest < self.refetch_interval and len(self._last_fetch) <= self.max_origins:
+                break
+            del self._last_fetch[oldest_origin]
 
     async def _refresh(self, key_origin: str, now: float) -> None:
         self.fetches += 1
         url = f"{key_origin}/.well-known/fieldcast"
-        status, doc = await self._fetch(url)
+        try:
+            status, doc = await self._fetch(url)
+        except Exception as exc:
+            # Whatever the transport raised (DNS, TLS, timeout, bad JSON), the verdict is
+            # the same: we cannot see the signer's keys, so we cannot accept its request.
+            raise RemoteProtocolError(
+                f"could not fetch {url} to check the signature: {type(exc).__name__}: {exc}",
+                status_hint=401,
+            ) from exc
         if status != 200:
             raise RemoteProtocolError(f"{url} answered {status}; cannot check the signature",
                                       status_hint=401)
@@ -103,8 +149,9 @@ class KeyResolver:
             )
         for kid in [k for k in self._keys if origin(k) == key_origin]:
             del self._keys[kid]
+        wall = self._wall_clock()
         for key in instance.keys:
-            if origin(key.key_id) == key_origin:
+            if origin(key.key_id) == key_origin and (key.expires is None or key.expires > wall):
                 self._keys[key.key_id] = (key, now)
         while len(self._keys) > self.max_keys:
             self._keys.popitem(last=False)

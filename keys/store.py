@@ -127,15 +127,28 @@ class KeyStore:
                 continue
             path = self.directory / f"{record.kid}.pem"
             try:
-                mode = path.stat().st_mode
+                # The mode is checked on the descriptor we read from, not on the path: a
+                # file swapped between a stat() and an open() cannot slip through, and
+                # O_NOFOLLOW refuses a symlink pointing at some other file.
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
             except OSError as exc:
-                raise KeyStoreError(f"key file {path} is missing: {exc}") from None
-            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise KeyStoreError(f"key file {path} cannot be opened: {exc}") from None
+            with os.fdopen(fd, "rb") as fh:
+                mode = os.fstat(fh.fileno()).st_mode
+                if not stat.S_ISREG(mode):
+                    raise KeyStoreError(f"key file {path} is not a regular file")
+                if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                    raise KeyStoreError(
+                        f"key file {path} has mode {stat.S_IMODE(mode):04o}: others may read "
+                        f"it. Fix it with `chmod 600 {path}` (and consider rotating the key)"
+                    )
+                pem = fh.read()
+            try:
+                key = serialization.load_pem_private_key(pem, password=None)
+            except (ValueError, TypeError) as exc:
                 raise KeyStoreError(
-                    f"key file {path} has mode {stat.S_IMODE(mode):04o}: others may read it. "
-                    f"Fix it with `chmod 600 {path}` (and consider rotating the key)"
-                )
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+                    f"{path} is not an unencrypted PEM private key: {exc}"
+                ) from None
             if not isinstance(key, ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey):
                 raise KeyStoreError(f"{path} holds an unsupported key type")
             self._private[record.kid] = key

@@ -46,6 +46,8 @@ class World:
         return (200, copy.deepcopy(doc)) if doc else (404, None)
 
     def resolver(self, **kwargs: Any) -> KeyResolver:
+        # The wall clock moves with the fake monotonic one, from the instances' NOW.
+        kwargs.setdefault("wall_clock", lambda: NOW + self.clock)
         return KeyResolver(self.fetch, clock=lambda: self.clock, **kwargs)
 
     def signed(self, base: str, profile: str, body: bytes = b'{"x":1}',
