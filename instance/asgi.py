@@ -4,7 +4,8 @@ Settings come from FIELDCAST_DATA_DIR / FIELDCAST_CONFIG and the environment, wh
 `fieldcast serve` sets before it starts the workers.
 """
 
-from instance.app import create_app
+from instance.app import create_app, tune_gc_for_serving
 from instance.config import load_settings
 
 app = create_app(load_settings())
+tune_gc_for_serving()

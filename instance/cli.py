@@ -207,13 +207,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
 async def _serve_one(settings: Settings, hconfig: Any) -> None:
     from hypercorn.asyncio import serve
 
-    from instance.app import create_app
+    from instance.app import create_app, tune_gc_for_serving
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await serve(create_app(settings), hconfig, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    app = create_app(settings)
+    tune_gc_for_serving()
+    await serve(app, hconfig, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
 
 # ---- users and groups --------------------------------------------------------------------
