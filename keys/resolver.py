@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
 from keys.publish import ForeignInstance, ForeignKey, origin, parse_well_known
@@ -49,6 +49,7 @@ class KeyResolver:
     def __init__(self, fetch: Fetch, *, clock: Callable[[], float] = time.monotonic,
                  ttl: float = 3600.0, refetch_interval: float = 60.0,
                  max_keys: int = 10_000, max_origins: int = 10_000,
+                 pins: MutableMapping[str, tuple[str, str]] | None = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self._fetch = fetch
         self._clock = clock  # monotonic: TTL and rate limit
@@ -58,7 +59,8 @@ class KeyResolver:
         self.max_keys = max_keys
         self.max_origins = max_origins
         self._keys: OrderedDict[str, tuple[ForeignKey, float]] = OrderedDict()
-        self._identity: dict[str, tuple[str, str]] = {}
+        # Pass a keys.pins.PinFile to keep pins across restarts.
+        self._identity: MutableMapping[str, tuple[str, str]] = {} if pins is None else pins
         self._last_fetch: OrderedDict[str, float] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self.fetches = 0

@@ -195,3 +195,20 @@ async def test_cache_is_bounded(world: World) -> None:
     await resolver.resolve(world.docs[A]["keys"][0]["id"])
     await resolver.resolve(world.docs[B]["keys"][0]["id"])
     assert len(resolver._keys) == 1
+
+
+async def test_identity_pins_survive_a_restart(world: World, tmp_path: Path) -> None:
+    from keys.pins import PinFile
+
+    kid = world.docs[A]["keys"][0]["id"]
+    first = world.resolver(refetch_interval=0, pins=PinFile(tmp_path / "pins.json"))
+    await first.resolve(kid)
+    assert (tmp_path / "pins.json").stat().st_mode & 0o077 == 0
+    world.publish(A, name="impostor")
+    # A new resolver (the process restarted) reads the pins: the change is still refused.
+    again = world.resolver(refetch_interval=0, pins=PinFile(tmp_path / "pins.json"))
+    with pytest.raises(RemoteProtocolError, match="refused until an operator"):
+        await again.resolve(kid)
+    again.forget_identity(A)
+    assert await again.resolve(kid) is not None
+    assert PinFile(tmp_path / "pins.json")[A] == ("impostor", A)
