@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, redirect, render_template, url_for
+from quart import Blueprint, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers.response import Response
 
@@ -31,6 +31,12 @@ async def _page(template: str, **context: Any) -> str:
                                  instance=state().settings.instance_name, **context)
 
 
+def _to_login() -> Response:
+    # Come back here after logging in; login.html's script only follows same-site paths.
+    here = request.path + (f"?{request.query_string.decode()}" if request.query_string else "")
+    return redirect(url_for("pages.login", next=here))
+
+
 @bp.get("/login")
 async def login() -> str:
     return await _page("login.html")
@@ -44,7 +50,7 @@ async def home() -> str | Response:
         fields = await load_fields(session, [t.id for t in rows])
         shown = [t for t in rows if visible(fields[t.id], who)]
     if not shown and user is None:
-        return redirect(url_for("pages.login"))
+        return _to_login()
     return await _page("home.html", trackers=shown)
 
 
@@ -56,7 +62,7 @@ async def tracker(slug: str) -> str | Response:
         fields = await trackers.tracker_fields(session, found)
         if not visible(fields, who):
             if user is None:
-                return redirect(url_for("pages.login"))
+                return _to_login()
             raise ApiError(404, "not_found", f"tracker {slug!r} does not exist or you may "
                            "not see it")
         rows = await items.list_items(session, found, after=0, limit=200)
@@ -77,7 +83,7 @@ async def item(item_id: int) -> str | Response:
         fields = await trackers.tracker_fields(session, tracker_row)
         if not (who.is_admin or items.readable(fields, who)):
             if user is None:
-                return redirect(url_for("pages.login"))
+                return _to_login()
             raise ApiError(404, "not_found", f"item {item_id} does not exist or you may "
                            "not see it")
         view = (await items.items_json(session, [found], tracker_row, fields, who))[0]

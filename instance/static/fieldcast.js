@@ -39,6 +39,13 @@
     location.href = "/login";
   });
 
+  function backTo() {
+    // Only a path on this site: ?next=//evil.example or https://… must not redirect away.
+    const next = new URLSearchParams(location.search).get("next") || "/";
+    const url = new URL(next, location.origin);
+    return url.origin === location.origin ? url.pathname + url.search + url.hash : "/";
+  }
+
   $("#login-form")?.addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = event.currentTarget;
@@ -46,7 +53,7 @@
     const r = await api("POST", "/api/login", {
       username: form.username.value, password: form.password.value,
     });
-    if (r.status === 200) { location.href = "/"; return; }
+    if (r.status === 200) { location.href = backTo(); return; }
     error.hidden = false;
     error.textContent = (r.data && r.data.detail) || `login failed (${r.status})`;
   });
@@ -62,6 +69,8 @@
   const dataNode = $("#page-data");
   if (!dataNode) return;
   const page = JSON.parse(dataNode.textContent);
+  // Out of the DOM once read: a field whose read right ends must not linger in the page.
+  dataNode.remove();
   const itemId = page.item.id;
   const options = page.options;
   const position = { ...page.position };
@@ -213,7 +222,8 @@
   function showConflict(state, mine, theirs) {
     state.conflictNode?.remove();
     const panel = el("div", { class: "conflict", role: "alert" },
-      el("p", { text: `${theirs.updated_by || "Someone"} changed ${state.label} while you were editing.` }),
+      el("p", { text: `${theirs.updated_by || "Someone"} changed ${state.label} while you were editing` +
+        (theirs.updated_at ? ` (${when(theirs.updated_at)}).` : ".") }),
       el("dl", {},
         el("dt", { text: "Their value" }), el("dd", { class: "theirs", text: show(theirs.value) }),
         el("dt", { text: "Your value" }), el("dd", { class: "mine", text: show(mine) })),
@@ -234,7 +244,11 @@
   function applyUpdate(u) {
     const state = fields.get(u.field);
     if (!state) { reloadItem(); return; } // a field we did not have: fetch it
-    if (u.version <= state.version && !state.editing) return; // already have it
+    newer(state, u);
+  }
+
+  function newer(state, u) {
+    if (u.version <= state.version) return; // already have it (our own save's echo, too)
     if (state.editing) {
       // Do not clobber a draft: remember the newest value; saving will show a conflict.
       if (!state.pendingRemote || u.version > state.pendingRemote.version) state.pendingRemote = u;
@@ -249,17 +263,24 @@
     const r = await api("GET", `/api/items/${itemId}`);
     if (r.status === 404) { markDeleted(); return; }
     if (r.status !== 200) return;
-    for (const [name, data] of Object.entries(r.data.fields)) {
-      const state = fields.get(name);
-      if (!state) { fieldsNode.append(render(name, data)); continue; }
-      if (data.version > state.version && !state.editing) {
-        setValue(state, data.value, data.version, data.updated_by, data.updated_at);
-        flash(state);
-      }
-    }
     for (const name of [...fields.keys()]) {
       if (!(name in r.data.fields)) { fields.get(name).section.remove(); fields.delete(name); }
     }
+    const order = Object.keys(r.data.fields);
+    order.forEach((name, i) => {
+      const data = r.data.fields[name];
+      const state = fields.get(name);
+      if (state) {
+        newer(state, { value: data.value, version: data.version, by: data.updated_by, at: data.updated_at });
+        return;
+      }
+      // A field that became readable goes to its place in the tracker's order, before the
+      // next one already shown; shown sections never move (that would blur an editor).
+      const next = order.slice(i + 1).find((n) => fields.has(n));
+      const section = render(name, data);
+      if (next) fieldsNode.insertBefore(section, fields.get(next).section);
+      else fieldsNode.append(section);
+    });
   }
 
   function markDeleted() {
@@ -274,6 +295,9 @@
   let socket = null;
   let delay = 500;
   let everLive = false;
+  let heartbeat = 25;
+  let lastHeard = Date.now();
+  let retryTimer = null;
 
   function setConn(state, text) {
     if (conn.dataset.state === state) return;
@@ -283,22 +307,55 @@
   }
 
   function connect() {
+    retryTimer = null;
+    if (socket || deleted) return;
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    socket = new WebSocket(`${scheme}${location.host}/live`);
-    socket.addEventListener("open", () => {
-      socket.send(JSON.stringify({ type: "subscribe", items: [itemId], position }));
+    const ws = new WebSocket(`${scheme}${location.host}/live`);
+    socket = ws;
+    lastHeard = Date.now();
+    ws.addEventListener("open", () => {
+      ws.send(JSON.stringify({ type: "subscribe", items: [itemId], position }));
     });
-    socket.addEventListener("message", (event) => handle(JSON.parse(event.data)));
-    socket.addEventListener("close", (event) => {
+    ws.addEventListener("message", (event) => {
+      lastHeard = Date.now();
+      handle(JSON.parse(event.data));
+    });
+    ws.addEventListener("close", (event) => {
+      if (socket !== ws) return; // an old socket we already gave up on
       socket = null;
       if (event.code === 4401) { setConn("offline", "offline: log in again"); return; }
-      setConn(everLive ? "reconnecting" : "offline");
+      if (deleted) { setConn("offline"); return; }
+      setConn(everLive && navigator.onLine ? "reconnecting" : "offline");
       // Exponential backoff with jitter, so a restarted server is not hit by everyone at once.
       const wait = delay * (0.5 + Math.random());
       delay = Math.min(delay * 2, 10000);
-      setTimeout(connect, wait);
+      retryTimer = setTimeout(connect, wait);
     });
   }
+
+  function dropSocket() {
+    // close() may take long to report on a dead network: forget the socket at once.
+    const ws = socket;
+    socket = null;
+    ws?.close();
+  }
+
+  // The server pings every `heartbeat` seconds; silence for three means the connection
+  // is half-open (a sleeping laptop, a dropped NAT entry) and will never report closing.
+  setInterval(() => {
+    if (socket && socket.readyState === WebSocket.OPEN && Date.now() - lastHeard > heartbeat * 3000) {
+      dropSocket();
+      setConn("reconnecting");
+      retryTimer ??= setTimeout(connect, 0);
+    }
+  }, 5000);
+  window.addEventListener("offline", () => setConn("offline"));
+  window.addEventListener("online", () => {
+    // Back online: try now instead of waiting out the backoff.
+    delay = 500;
+    if (retryTimer !== null) { clearTimeout(retryTimer); retryTimer = null; }
+    if (!socket) { setConn("reconnecting"); connect(); } else if (socket.readyState === WebSocket.OPEN) setConn("live");
+  });
 
   function advance(epoch, offset) {
     if (epoch === position.epoch && offset > position.offset) position.offset = offset;
@@ -306,6 +363,9 @@
 
   function handle(msg) {
     switch (msg.type) {
+      case "hello":
+        if (msg.heartbeat > 0) heartbeat = msg.heartbeat;
+        break;
       case "subscribed":
         delay = 500;
         everLive = true;
@@ -333,6 +393,8 @@
       }
       case "deleted":
         markDeleted();
+        dropSocket(); // nothing left to watch on this page
+        setConn("offline");
         break;
       case "ping":
         socket?.send(JSON.stringify({ type: "pong" }));
@@ -346,6 +408,7 @@
   }
 
   renderAll(page.item);
+  delete page.item;
   connect();
   window.fieldcast = { position, fields }; // for debugging and tests
 })();

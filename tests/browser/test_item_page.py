@@ -4,6 +4,7 @@ wire, the conflict flow, reconnecting after a restart, keyboard use and a phone 
 from __future__ import annotations
 
 import asyncio
+import re
 
 from playwright.async_api import Browser, Page, expect
 
@@ -80,6 +81,9 @@ async def test_conflict_keep_mine_and_take_theirs(browser: Browser, site: Site) 
     panel = bob.locator("#field-title .conflict")
     await expect(panel.locator(".theirs")).to_have_text("Alice's title")
     await expect(panel.locator(".mine")).to_have_text("Bob's title")
+    # Who changed it and when (the 412 body's `current`), in the reader's local time.
+    await expect(panel.locator("p").first).to_contain_text(
+        re.compile(r"^alice changed Title while you were editing \(.*\d.*\)\.$"))
     await panel.locator(".keep-mine").click()
     await expect(bob.locator("#value-title")).to_have_text("Bob's title")
     await expect(alice.locator("#value-title")).to_have_text("Bob's title")
