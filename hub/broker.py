@@ -106,6 +106,9 @@ class RedisBroker:
                         wanted = {self._channel(None)} | {self._channel(s) for s in self._wanted}
                         if wanted - subscribed:
                             await pubsub.subscribe(*(wanted - subscribed))
+                            # A change committed before the subscription was active
+                            # published a wake-up nobody heard: read the log now.
+                            self._wake()
                         if subscribed - wanted:
                             await pubsub.unsubscribe(*(subscribed - wanted))
                         subscribed = wanted

@@ -161,6 +161,11 @@ class Hub:
             if position is not None:
                 epoch, offset = position
                 recovered = await self._replay(conn, new, trackers, epoch, offset, snapshot)
+            else:
+                # No position: the client starts from now, even where this process has
+                # not read the log that far yet. Read while live updates are held, so
+                # every later event still reaches it.
+                conn.floor = max(conn.floor, await self.backend.head())
         finally:
             conn.release_holding()
         return {"type": "subscribed", "items": items, "recovered": recovered,

@@ -248,3 +248,19 @@ async def test_read_failure_is_retried_from_the_same_cursor() -> None:
     await settle(0.5)
     assert [u["value"] for u in client.updates()] == ["after the outage"]
     await hub.stop()
+
+
+async def test_subscribe_without_position_starts_from_now() -> None:
+    """A hub whose cursor lags (nothing woke it) must not send the new socket old rows."""
+    hub, backend = await make_hub(poll_interval=60)
+    for n in range(3):
+        backend.value(1, "title", f"old{n}")  # committed, but this hub was not woken
+    client = Client()
+    conn = hub.connect(viewer(1), client.send)
+    answer = await hub.subscribe(conn, [1], None)
+    assert answer["recovered"] is None and answer["offset"] == 3
+    backend.value(1, "title", "new")
+    hub.wake()
+    await settle()
+    assert [u["value"] for u in client.updates()] == ["new"]
+    await hub.stop()

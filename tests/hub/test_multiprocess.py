@@ -75,11 +75,14 @@ async def _item(server: RunningInstance) -> tuple[httpx.AsyncClient, int]:
     return admin, r.json()["id"]
 
 
-async def _socket(server: RunningInstance, admin: httpx.AsyncClient) -> Any:
+async def _socket(server: RunningInstance, admin: httpx.AsyncClient, item: int) -> Any:
+    """A /live socket on ``server`` with the admin's session, subscribed to ``item``."""
     cookie = admin.cookies.get("fieldcast_session")
     ws = await connect(server.base_url.replace("http", "ws") + "/live",
                        additional_headers={"Cookie": f"fieldcast_session={cookie}"})
     assert json.loads(await ws.recv())["type"] == "hello"
+    await ws.send(json.dumps({"type": "subscribe", "items": [item]}))
+    assert json.loads(await ws.recv())["type"] == "subscribed"
     return ws
 
 
@@ -96,9 +99,7 @@ async def test_change_through_one_process_reaches_a_socket_on_another(
 ) -> None:
     first, second = two_servers
     admin, item = await _item(first)
-    ws = await _socket(second, admin)
-    await ws.send(json.dumps({"type": "subscribe", "items": [item]}))
-    assert json.loads(await ws.recv())["type"] == "subscribed"
+    ws = await _socket(second, admin, item)
     for n in range(3):
         value = f"via first {n}"
         started = time.monotonic()
@@ -130,9 +131,7 @@ async def test_broker_reconnect_catches_up(
 ) -> None:
     first, second = two_servers
     admin, item = await _item(first)
-    ws = await _socket(second, admin)
-    await ws.send(json.dumps({"type": "subscribe", "items": [item]}))
-    assert json.loads(await ws.recv())["type"] == "subscribed"
+    ws = await _socket(second, admin, item)
     # Cut both servers' broker listeners, then save at once: the wake-up is sent while
     # the second server is not listening, so only its reconnect (which reads the log
     # from its cursor) can deliver the change before the 60 s poll.
@@ -154,10 +153,7 @@ async def test_two_hypercorn_workers(tmp_path: Path, pg_url: str, broker_url: st
     server.start()
     try:
         admin, item = await _item(server)
-        sockets = [await _socket(server, admin) for _ in range(8)]
-        for ws in sockets:
-            await ws.send(json.dumps({"type": "subscribe", "items": [item]}))
-            assert json.loads(await ws.recv())["type"] == "subscribed"
+        sockets = [await _socket(server, admin, item) for _ in range(8)]
         for n in range(3):
             value = f"to all {n}"
             (await admin.patch(f"/api/items/{item}/fields/title", json={"value": value})
