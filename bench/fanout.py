@@ -12,13 +12,13 @@ connection's task sends from its own queue.
 
 Each row runs for a warm-up, then counts for --seconds. Every written value carries its
 send time (time.time(): the processes share a clock); clients record receipt, so latency
-is write-to-receipt. The hub batches updates into frames and keeps only the newest value
-of a field a connection has not been sent yet, so updates and frames are counted apart,
-and "deliv%" is the share of (write x reader) pairs that arrived as an update.
+is write-to-receipt. The hub batches updates into frames (and keeps only the newest value
+of a field for a socket whose backlog passes its bound), so updates and frames are
+counted apart, and "deliv%" is the share of (write x reader) pairs that arrived.
 Modes: "sat" (--writers concurrent writers, as fast as the server answers) and a fixed
 write rate (--rate; by default the rate that would deliver half the baseline's updates/s,
 the issue's latency bar). Each client count is run with permessage-deflate off and on
-(the websockets client offers it, Hypercorn always accepts it). CPU% is per process,
+(--deflate; the websockets client offers it, Hypercorn always accepts it). CPU% is per process,
 100 = one core. Last, the fieldcast server is profiled with py-spy (if installed) during
 one more saturation phase at the largest client count.
 
@@ -60,6 +60,7 @@ FIELDS = ("title", "secret")
 STAMP = re.compile(r"t=(\d+\.\d+)")
 SAMPLED_SOCKETS = 50  # sockets whose every update's latency is recorded
 MAX_LATENCIES = 20000  # per row, sent back over a pipe
+DEFLATE = {"off": (False,), "on": (True,), "both": (False, True)}
 
 
 # ---- the client process --------------------------------------------------------------
@@ -487,8 +488,9 @@ async def main(args: argparse.Namespace) -> None:
     print(f"live fan-out: {args.warmup:.0f} s warm-up + {args.seconds:.0f} s counted per row; "
           f"{os.cpu_count()} cores shared by the server, the client process and this driver "
           "(the writer); latency is write-to-receipt")
-    print(f"hub tick {tick * 1000:.0f} ms: one item, two fields -> at most "
-          f"{2 / tick:.0f} updates/s per socket (newer values replace unsent ones)")
+    print(f"hub: flush rounds at most every {tick * 1000:.0f} ms, frames at most "
+          f"{HubConfig().frame_duty:.0%} of the loop; updates arriving between rounds share "
+          "one frame per socket")
     print(Row.HEADER, flush=True)
     profile_text = ""
     rows: dict[tuple[str, int, bool, str], Row] = {}
@@ -550,7 +552,7 @@ async def main(args: argparse.Namespace) -> None:
         try:
             for n in counts:
                 fc_readers = (readers_fc(0, n) + readers_fc(1, n)) / 2
-                for deflate in (False, True):
+                for deflate in DEFLATE[args.deflate]:
                     # The bar's rate: writes/s that deliver half the baseline's updates/s
                     # (the baseline is measured at half its own rate too, for reference).
                     await group(base, n, deflate, lambda sat, n=n: args.rate or sat.updates / 2 / n)
@@ -568,7 +570,7 @@ async def main(args: argparse.Namespace) -> None:
 
     print()
     for n in counts:
-        for deflate in (False, True):
+        for deflate in DEFLATE[args.deflate]:
             f, b = rows.get(("fieldcast", n, deflate, "sat")), rows.get(
                 ("baseline", n, deflate, "sat"))
             r = rows.get(("fieldcast", n, deflate, "rate"))
@@ -609,6 +611,8 @@ def parse_args() -> argparse.Namespace:
                         "the rate that delivers half the baseline's updates/s")
     parser.add_argument("--writers", type=int, default=8,
                         help="concurrent writers at saturation")
+    parser.add_argument("--deflate", choices=sorted(DEFLATE), default="both",
+                        help="rows with permessage-deflate off, on, or both")
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="skip the py-spy profile of the server")
     parser.add_argument("--profile-out", default="/tmp/fanout-profile.txt",

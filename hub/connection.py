@@ -1,10 +1,14 @@
-"""One live connection: what it watches, what it still has to send, and its writer.
+"""One live connection, and the pacer that decides when connections write their frames.
 
-Fan-out never awaits a send. It drops an already-encoded update into the connection's
-outbox (keyed by item and field, so a newer value replaces an unsent older one) and wakes
-the connection's own writer task, which batches everything pending into one frame.
-A slow browser therefore only delays itself, and its backlog is bounded by the number of
-fields it watches, whatever the rate of changes.
+Fan-out never awaits a send. It appends an already-encoded update to the connection's
+outbox and marks the connection for the next flush round. The hub's single pacer runs
+those rounds: it wakes each marked connection's writer task, which turns everything
+pending into one frame. A slow browser therefore only delays itself.
+
+The outbox keeps every update in log order while it is short; past ``MAX_PENDING`` it
+keeps only the latest value of each field (the client converges on the current state
+either way), so its size stays bounded by the fields the connection watches, whatever the
+rate of changes.
 """
 
 from __future__ import annotations
@@ -26,19 +30,74 @@ CLOSE_NO_HEARTBEAT = 4000
 CLOSE_GOING_AWAY = 1001
 
 MAX_CONTROL_BACKLOG = 256
+# Unsent updates kept in full before superseded values of a field are dropped.
+MAX_PENDING = 256
 
 Send = Callable[[str], Awaitable[None]]
+# (event, item, field, encoded update)
+Pending = tuple[int, int, str, str]
 
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+class Pacer:
+    """Runs flush rounds: at most one frame per connection per round.
+
+    A round costs one frame per marked connection, and each frame costs a lock, a write
+    and a drain in Hypercorn, so frames (not updates) are what a busy process spends its
+    time on. When the load is light a round starts as soon as something is marked, at
+    most one per ``tick``. A round that took long (many connections) holds the next one
+    back until its frames have used no more than ``duty`` of the loop's time: updates
+    pile up meanwhile and share frames, and the rest of the process (the saves that
+    produce the updates, the reads of the log) keeps its share of the CPU. On a quiet hub
+    a round is short and the gap it asks for is below the tick.
+    """
+
+    def __init__(self, tick: float, duty: float) -> None:
+        if not 0 < duty <= 1:
+            raise ValueError(f"frame duty must be in (0, 1], not {duty}")
+        self.tick = tick
+        self.duty = duty
+        self.rounds = 0
+        self._marked: list[Connection] = []
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="fieldcast-live-pacer")
+
+    def mark(self, conn: Connection) -> None:
+        self._marked.append(conn)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+    async def _run(self) -> None:
+        next_at = 0.0
+        while True:
+            await self._wake.wait()
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._wake.clear()
+            marked, self._marked = self._marked, []
+            started = time.monotonic()
+            for conn in marked:
+                conn.flush()
+            # The writers woken above run before this task does again: once it resumes,
+            # every frame of the round has been handed to its socket (or is waiting on a
+            # slow one), and the time since ``started`` is what the round cost.
+            await asyncio.sleep(0)
+            self.rounds += 1
+            spent = time.monotonic() - started
+            next_at = started + max(self.tick, spent / self.duty)
+
+
 class Connection:
-    def __init__(self, viewer: Viewer, send: Send, *, tick: float, now: float) -> None:
+    def __init__(self, viewer: Viewer, send: Send, *, pacer: Pacer, now: float) -> None:
         self.viewer = viewer
         self._send = send
-        self._tick = tick
+        self._pacer = pacer
         # item id -> tracker id, for every item this connection subscribed to.
         self.items: dict[int, int] = {}
         # item id -> the field names last announced as readable (for "fields" frames).
@@ -46,10 +105,11 @@ class Connection:
         # Events at or below the floor are not sent: the client has them already.
         self.floor = 0
         # While a catch-up is read from the log, live updates wait here, in order.
-        self.holding: list[tuple[int, str, int, str]] | None = None
-        self._pending: dict[tuple[int, str], tuple[int, str]] = {}
+        self.holding: list[Pending] | None = None
+        self._pending: list[Pending] = []
         self._controls: list[str] = []
-        self._wakeup = asyncio.Event()
+        self._marked = False
+        self._go = asyncio.Event()
         self.sending_since: float | None = None
         self.last_received = now
         self.last_ping = now
@@ -65,22 +125,34 @@ class Connection:
         if event <= self.floor:
             return
         if self.holding is not None:
-            self.holding.append((item, field, event, encoded))
+            self.holding.append((event, item, field, encoded))
             return
-        self._pending[(item, field)] = (event, encoded)
-        self._wakeup.set()
+        pending = self._pending
+        pending.append((event, item, field, encoded))
+        if len(pending) > MAX_PENDING:
+            self._pending = _latest_per_field(pending)
+        if not self._marked:
+            self._marked = True
+            self._pacer.mark(self)
 
     def push_control(self, message: dict[str, Any]) -> None:
         if len(self._controls) >= MAX_CONTROL_BACKLOG:
             self.close(CLOSE_TOO_SLOW, "too many unsent messages; reload and reconnect")
             return
         self._controls.append(dumps(message))
-        self._wakeup.set()
+        if not self._marked:
+            self._marked = True
+            self._pacer.mark(self)
 
     def release_holding(self) -> None:
         held, self.holding = self.holding or [], None
-        for item, field, event, encoded in held:
+        for event, item, field, encoded in held:
             self.push_update(item, field, event, encoded)
+
+    def flush(self) -> None:
+        """Called by the pacer: write what is pending now."""
+        self._marked = False
+        self._go.set()
 
     @property
     def backlog(self) -> int:
@@ -94,29 +166,17 @@ class Connection:
     # ---- the writer ---------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        last_sent = 0.0
         while True:
-            await self._wakeup.wait()
-            # At most one frame per tick: the first update after a quiet spell goes out at
-            # once (one pass of the log is fanned out without yielding, so it is all here),
-            # and under load what arrives meanwhile shares the next frame. Each frame costs
-            # a lock, a write and a drain in Hypercorn and a signal in Quart, so batching
-            # is what lets a busy hub keep up. No timer unless one is needed.
-            wait = last_sent + self._tick - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._wakeup.clear()
-            updates, self._pending = self._pending, {}
+            await self._go.wait()
+            self._go.clear()
+            updates, self._pending = self._pending, []
             controls, self._controls = self._controls, []
             if updates:
-                # Positions only grow within a frame, whatever order they were replaced in.
-                parts = sorted(updates.values())
                 await self._timed_send(
-                    '{"type":"updates","updates":[' + ",".join(p for _, p in parts) + "]}"
+                    '{"type":"updates","updates":[' + ",".join([u[3] for u in updates]) + "]}"
                 )
             for frame in controls:
                 await self._timed_send(frame)
-            last_sent = time.monotonic()
 
     async def _timed_send(self, frame: str) -> None:
         self.sending_since = time.monotonic()
@@ -125,3 +185,11 @@ class Connection:
         finally:
             self.sending_since = None
         self.sent_frames += 1
+
+
+def _latest_per_field(pending: list[Pending]) -> list[Pending]:
+    latest: dict[tuple[int, str], Pending] = {}
+    for entry in pending:
+        latest[(entry[1], entry[2])] = entry
+    # Events are unique, so this is log order.
+    return sorted(latest.values())

@@ -25,6 +25,7 @@ from hub.connection import (
     CLOSE_SESSION_ENDED,
     CLOSE_TOO_SLOW,
     Connection,
+    Pacer,
     Send,
     dumps,
 )
@@ -44,9 +45,12 @@ class Broker(Protocol):
 
 @dataclass(frozen=True)
 class HubConfig:
-    # The least time between two frames to one connection; updates arriving meanwhile
-    # are batched (and superseded values of one field dropped).
+    # The least time between two flush rounds (one frame per connection each); updates
+    # arriving meanwhile share the next frame.
     tick: float = 0.02
+    # The most of the loop's time that flush rounds may take when they follow each other
+    # closely: a longer round delays the next one, so more updates share each frame.
+    frame_duty: float = 0.5
     # How often the log is read when no wake-up came.
     poll_interval: float = 1.0
     heartbeat: float = 25.0
@@ -70,12 +74,14 @@ class Hub:
         self._readable: dict[tuple[int | None, int], frozenset[str]] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._pacer: Pacer | None = None
         self.delivered = 0
 
     # ---- life cycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
         self.cursor = await self.backend.head()
+        self._pacer = Pacer(self.config.tick, self.config.frame_duty)
         if self.broker is not None:
             await self.broker.start(self.wake)
         self._tasks = [
@@ -86,6 +92,8 @@ class Hub:
     async def stop(self) -> None:
         for conn in list(self.connections):
             conn.close(CLOSE_GOING_AWAY, "the server is shutting down")
+        if self._pacer is not None:
+            self._pacer.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -106,7 +114,8 @@ class Hub:
     # ---- connections --------------------------------------------------------------------
 
     def connect(self, viewer: Viewer, send: Send) -> Connection:
-        conn = Connection(viewer, send, tick=self.config.tick, now=time.monotonic())
+        assert self._pacer is not None, "the hub is started before it takes connections"
+        conn = Connection(viewer, send, pacer=self._pacer, now=time.monotonic())
         self.connections.add(conn)
         return conn
 
@@ -191,7 +200,7 @@ class Hub:
             if rec.item is None or rec.field is None or rec.tracker is None:
                 continue
             if rec.field in self._readable.get((conn.viewer.user_id, rec.tracker), ()):
-                replay.append((rec.item, rec.field, rec.event, self._encode(rec)))
+                replay.append((rec.event, rec.item, rec.field, self._encode(rec)))
         assert conn.holding is not None
         conn.holding[:0] = replay
         return True

@@ -109,4 +109,5 @@ def create_app(settings: Settings, *, database: Database | None = None,
         await service.stop()
         await db.dispose()
 
+    app.asgi_app = live.KeepAsgiSend(app.asgi_app)  # type: ignore[method-assign]
     return app

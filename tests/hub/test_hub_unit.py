@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from hub.backend import LogRecord, Viewer
-from hub.connection import CLOSE_SESSION_ENDED, CLOSE_TOO_SLOW
+from hub.connection import CLOSE_SESSION_ENDED, CLOSE_TOO_SLOW, MAX_PENDING, Pacer
 from hub.hub import Hub, HubConfig
 
 
@@ -101,12 +104,12 @@ async def test_filtering_ordering_and_one_frame_per_tick() -> None:
         backend.value(7, "title" if n % 3 else "secret", n)
     hub.wake()
     await settle(0.2)
-    # All thirty rows were read and dispatched before the writers' tick ended: one frame,
-    # holding the latest value of each field, in log order.
+    # All thirty rows were read and dispatched within one flush round: one frame each,
+    # holding every update the user may read, in log order.
     assert [f["type"] for f in alice.frames] == ["updates"]
-    assert [(u["field"], u["value"]) for u in alice.updates()] == [("secret", 27),
-                                                                  ("title", 29)]
-    assert [(u["field"], u["value"]) for u in bob.updates()] == [("title", 29)]
+    assert [u["value"] for u in alice.updates()] == list(range(30))
+    assert [u["event"] for u in alice.updates()] == list(range(1, 31))
+    assert [u["value"] for u in bob.updates()] == [n for n in range(30) if n % 3]
     assert "secret" not in json.dumps(bob.frames)
     await hub.stop()
 
@@ -123,15 +126,62 @@ async def test_backlog_of_a_stuck_client_is_bounded() -> None:
         backend.value(1 + n % 3, "title", n)
     hub.wake()
     await settle(0.3)
-    # The stuck client holds one pending value per (item, field), whatever the rate;
-    # the other client was not held up by it.
-    assert cs.backlog <= 3
+    # The stuck client's backlog stays under the bound, whatever the rate: past it only
+    # the latest value per (item, field) is kept. The other client was not held up by it.
+    assert cs.backlog <= MAX_PENDING
     assert fast.updates()[-1]["value"] == 4999
     slow.stuck.set()
     await settle(0.1)
-    latest = {u["item"]: u["value"] for u in slow.updates()}
-    assert latest == {1: 4998, 2: 4999, 3: 4997}
+    for client in (slow, fast):
+        got = client.updates()
+        events = [u["event"] for u in got]
+        assert events == sorted(set(events))  # in order, none twice
+        latest = {u["item"]: u["value"] for u in got}
+        assert latest == {1: 4998, 2: 4999, 3: 4997}
     await hub.stop()
+
+
+async def test_expensive_rounds_hold_the_next_one_back_so_updates_share_frames() -> None:
+    # Each frame costs 10 ms of the loop (a blocking send stands for the CPU a thousand
+    # sockets take), so a round of three costs 30 ms; with duty 0.5 the next round may
+    # start no sooner than 60 ms after the last one began.
+    hub, backend = await make_hub(tick=0.001, frame_duty=0.5)
+    clients = [Client() for _ in range(3)]
+    sent_at: list[float] = []
+
+    def costly(client: Client) -> Any:
+        async def send(frame: str) -> None:
+            time.sleep(0.01)
+            sent_at.append(time.monotonic())
+            await client.send(frame)
+        return send
+
+    for client in clients:
+        await hub.subscribe(hub.connect(viewer(1), costly(client)), [1], None)
+    rounds_before = hub._pacer.rounds if hub._pacer else 0
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < 0.6:
+        backend.value(1, "title", n)
+        n += 1
+        hub.wake()
+        await asyncio.sleep(0.002)
+    await settle(0.3)
+    assert hub._pacer is not None
+    rounds = hub._pacer.rounds - rounds_before
+    # Unpaced, a round would follow each 30 ms round at once (about 20 in 0.6 s).
+    assert rounds <= 0.6 / 0.06 + 2
+    for client in clients:
+        # Nothing was lost or reordered by the batching: every value, in order.
+        assert [u["value"] for u in client.updates()] == list(range(n))
+        assert max(len(f["updates"]) for f in client.frames) > 1
+    await hub.stop()
+
+
+def test_pacer_rejects_a_duty_outside_zero_to_one() -> None:
+    for duty in (0.0, -1.0, 1.5):
+        with pytest.raises(ValueError, match="duty"):
+            Pacer(0.02, duty)
 
 
 async def test_client_whose_send_hangs_is_closed() -> None:

@@ -177,13 +177,12 @@ async def test_catch_up_replays_missed_changes_once(env: Env) -> None:
     async with alice.websocket("/live") as wa:
         sa = Socket(wa)
         await sa.send(type="subscribe", items=[item], position=position)
-        got = await sa.updates(2)
+        got = await sa.updates(4)
         sub = await sa.next("subscribed")
         assert sub["recovered"] is True
-        # The latest value of each field, in log order (older title values are
-        # superseded: the client converges on the current state).
+        # Every missed change, once each, in log order.
         assert [(u["field"], u["value"], u["version"]) for u in got] == [
-            ("title", "v2", 4), ("notes", "n", 1)]
+            ("title", "v0", 2), ("title", "v1", 3), ("title", "v2", 4), ("notes", "n", 1)]
         events = [u["event"] for u in got]
         assert events == sorted(events) and sub["offset"] >= events[-1]
         # Live updates follow, with no repeat of the replayed ones.
