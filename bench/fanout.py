@@ -438,9 +438,10 @@ async def profiled(pid: int, seconds: float, out: Path) -> Callable[[], Awaitabl
 
 # ---- set-up and main -----------------------------------------------------------------
 
-async def setup_fieldcast(root: Path) -> tuple[RunningInstance, int, list[str],
-                                               httpx.AsyncClient]:
-    inst = RunningInstance.create(root, "bench")
+async def setup_fieldcast(root: Path, frame_percent: int | None
+                          ) -> tuple[RunningInstance, int, list[str], httpx.AsyncClient]:
+    env = {} if frame_percent is None else {"FIELDCAST_LIVE_FRAME_PERCENT": str(frame_percent)}
+    inst = RunningInstance.create(root, "bench", extra_env=env)
     inst.start()
     admin = await inst.client(limits=httpx.Limits(max_connections=64))
     (await admin.post("/api/groups", json={"name": "Staff"})).raise_for_status()
@@ -488,14 +489,14 @@ async def main(args: argparse.Namespace) -> None:
     print(f"live fan-out: {args.warmup:.0f} s warm-up + {args.seconds:.0f} s counted per row; "
           f"{os.cpu_count()} cores shared by the server, the client process and this driver "
           "(the writer); latency is write-to-receipt")
+    duty = args.frame_percent / 100 if args.frame_percent else HubConfig().frame_duty
     print(f"hub: flush rounds at most every {tick * 1000:.0f} ms, frames at most "
-          f"{HubConfig().frame_duty:.0%} of the loop; updates arriving between rounds share "
-          "one frame per socket")
+          f"{duty:.0%} of the loop; updates arriving between rounds share one frame per socket")
     print(Row.HEADER, flush=True)
     profile_text = ""
     rows: dict[tuple[str, int, bool, str], Row] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        inst, item, cookies, admin = await setup_fieldcast(Path(tmp))
+        inst, item, cookies, admin = await setup_fieldcast(Path(tmp), args.frame_percent)
         base_proc, base_http = await start_baseline()
         assert inst.process is not None
 
@@ -613,6 +614,8 @@ def parse_args() -> argparse.Namespace:
                         help="concurrent writers at saturation")
     parser.add_argument("--deflate", choices=sorted(DEFLATE), default="both",
                         help="rows with permessage-deflate off, on, or both")
+    parser.add_argument("--frame-percent", type=int, default=None,
+                        help="the server's live_frame_percent (default: its own default)")
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="skip the py-spy profile of the server")
     parser.add_argument("--profile-out", default="/tmp/fanout-profile.txt",

@@ -47,13 +47,18 @@ class Pacer:
 
     A round costs one frame per marked connection, and each frame costs a lock, a write
     and a drain in Hypercorn, so frames (not updates) are what a busy process spends its
-    time on. When the load is light a round starts as soon as something is marked, at
-    most one per ``tick``. A round that took long (many connections) holds the next one
-    back until its frames have used no more than ``duty`` of the loop's time: updates
-    pile up meanwhile and share frames, and the rest of the process (the saves that
-    produce the updates, the reads of the log) keeps its share of the CPU. On a quiet hub
-    a round is short and the gap it asks for is below the tick.
+    time on. A round starts as soon as something is marked, at most one per ``tick``.
+    When the process is busy (saves come back to back), a round that took long holds the
+    next one back until its frames have used no more than ``duty`` of the time: updates
+    pile up meanwhile and share frames, and the saves that produce them keep their share
+    of the CPU. When the process has been idle since the last round, nothing is waiting
+    for the CPU, so holding back would only add latency, and the round starts at once.
     """
+
+    # The process counts as busy when it used this much of the time since the last round.
+    BUSY_SHARE = 0.75
+    # How often a held-back round looks again whether the process is still busy.
+    RECHECK = 0.005
 
     def __init__(self, tick: float, duty: float) -> None:
         if not 0 < duty <= 1:
@@ -61,6 +66,7 @@ class Pacer:
         self.tick = tick
         self.duty = duty
         self.rounds = 0
+        self.held_back = 0.0  # seconds rounds waited because the process was busy
         self._marked: list[Connection] = []
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="fieldcast-live-pacer")
@@ -73,12 +79,24 @@ class Pacer:
         self._task.cancel()
 
     async def _run(self) -> None:
-        next_at = 0.0
+        started = ended = -1.0
+        cpu_at_end = 0.0
+        spent = 0.0
         while True:
             await self._wake.wait()
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            earliest, paced = started + self.tick, started + spent / self.duty
+            while True:
+                now = time.monotonic()
+                if now < earliest:
+                    await asyncio.sleep(earliest - now)
+                    continue
+                if now >= paced:
+                    break
+                busy = (time.process_time() - cpu_at_end) / max(now - ended, 1e-6)
+                if busy < self.BUSY_SHARE:
+                    break
+                await asyncio.sleep(min(self.RECHECK, paced - now))
+                self.held_back += time.monotonic() - now
             self._wake.clear()
             marked, self._marked = self._marked, []
             started = time.monotonic()
@@ -89,8 +107,8 @@ class Pacer:
             # slow one), and the time since ``started`` is what the round cost.
             await asyncio.sleep(0)
             self.rounds += 1
-            spent = time.monotonic() - started
-            next_at = started + max(self.tick, spent / self.duty)
+            ended, cpu_at_end = time.monotonic(), time.process_time()
+            spent = ended - started
 
 
 class Connection:

@@ -43,6 +43,10 @@ class Settings:
     # How often each process's hub reads the change log when no wake-up came: the bound
     # on delay for changes made by other processes without a broker (the CLI).
     live_poll_ms: int = 1000
+    # The most of a process's time that sending live frames may take when saves come
+    # faster than frames can follow (1-100): less leaves more time to saves and puts
+    # more updates in each frame, at the price of latency (bench/fanout.py).
+    live_frame_percent: int = 30
     # Requests with a larger body are refused with 413 before they are parsed.
     max_body_bytes: int = 1024 * 1024
     # Browser sessions expire after this long without being renewed by a login.
@@ -83,6 +87,7 @@ _FIELD_TYPES: dict[str, type] = {
     "instance_name": str,
     "broker_url": str,
     "live_poll_ms": int,
+    "live_frame_percent": int,
     "max_body_bytes": int,
     "session_ttl_seconds": int,
     "argon2_time_cost": int,
@@ -126,7 +131,7 @@ def validate(settings: Settings) -> Settings:
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"bind must be host:port, got {settings.bind!r}")
     for name in ("workers", "max_body_bytes", "session_ttl_seconds", "live_poll_ms",
-                 "argon2_time_cost",
+                 "live_frame_percent", "argon2_time_cost",
                  "argon2_memory_kib", "argon2_parallelism"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)}")
@@ -142,6 +147,9 @@ def validate(settings: Settings) -> Settings:
             "broker_url must be empty (one process), a redis:// URL, or \"postgresql\" "
             f"(LISTEN/NOTIFY on the database), got {broker!r}"
         )
+    if settings.live_frame_percent > 100:
+        raise ConfigError("live_frame_percent is a share of the time, 1 to 100, "
+                          f"got {settings.live_frame_percent}")
     if broker == "postgresql" and settings.is_sqlite:
         raise ConfigError('broker_url = "postgresql" needs a PostgreSQL database_url')
     if settings.workers > 1 and settings.is_sqlite:

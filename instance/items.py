@@ -242,17 +242,20 @@ async def save_field(
         )
     value = await _check_value(session, f, raw_value)
     at = now()
-    await session.execute(_insert_missing(session, item.id, f.id, at))
     # FOR UPDATE: on PostgreSQL a concurrent save of this field waits here, then sees the
     # committed version and fails the If-Match check. SQLite is serialized already.
-    row = (
-        await session.execute(
-            select(FieldValue.value, FieldValue.version, FieldValue.updated_at,
-                   FieldValue.updated_by)
-            .where(FieldValue.item_id == item.id, FieldValue.field_id == f.id)
-            .with_for_update()
-        )
-    ).one()
+    locked = (
+        select(FieldValue.value, FieldValue.version, FieldValue.updated_at,
+               FieldValue.updated_by)
+        .where(FieldValue.item_id == item.id, FieldValue.field_id == f.id)
+        .with_for_update()
+    )
+    row = (await session.execute(locked)).first()
+    if row is None:
+        # A field added after the item was made has no row yet. Two first saves may race
+        # to create it: ON CONFLICT lets the second find the first one's row.
+        await session.execute(_insert_missing(session, item.id, f.id, at))
+        row = (await session.execute(locked)).one()
     cur = Current(*row)
     if if_match is not None and cur.version != if_match:
         by = await session.scalar(select(User.username).where(User.id == cur.updated_by))

@@ -156,7 +156,8 @@ class LiveService:
                  ) -> None:
         self.settings = settings
         self.db = db
-        self.config = config or HubConfig(poll_interval=settings.live_poll_ms / 1000)
+        self.config = config or HubConfig(poll_interval=settings.live_poll_ms / 1000,
+                                          frame_duty=settings.live_frame_percent / 100)
         self.hub: Hub | None = None
 
     async def start(self) -> None:

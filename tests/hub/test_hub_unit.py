@@ -141,40 +141,67 @@ async def test_backlog_of_a_stuck_client_is_bounded() -> None:
     await hub.stop()
 
 
-async def test_expensive_rounds_hold_the_next_one_back_so_updates_share_frames() -> None:
-    # Each frame costs 10 ms of the loop (a blocking send stands for the CPU a thousand
-    # sockets take), so a round of three costs 30 ms; with duty 0.5 the next round may
-    # start no sooner than 60 ms after the last one began.
-    hub, backend = await make_hub(tick=0.001, frame_duty=0.5)
-    clients = [Client() for _ in range(3)]
-    sent_at: list[float] = []
+def burn(seconds: float) -> None:
+    """Use the CPU (not sleep): the pacer looks at the process's CPU time."""
+    until = time.process_time() + seconds
+    while time.process_time() < until:
+        pass
 
-    def costly(client: Client) -> Any:
-        async def send(frame: str) -> None:
-            time.sleep(0.01)
-            sent_at.append(time.monotonic())
-            await client.send(frame)
-        return send
 
+async def costly_clients(hub: Hub, count: int, cost: float) -> list[Client]:
+    """Connections whose every frame costs ``cost`` seconds of CPU, as a thousand
+    sockets' frames would."""
+    clients = [Client() for _ in range(count)]
     for client in clients:
-        await hub.subscribe(hub.connect(viewer(1), costly(client)), [1], None)
-    rounds_before = hub._pacer.rounds if hub._pacer else 0
-    started = time.monotonic()
-    n = 0
+        async def send(frame: str, client: Client = client) -> None:
+            burn(cost)
+            await client.send(frame)
+        await hub.subscribe(hub.connect(viewer(1), send), [1], None)
+    return clients
+
+
+async def test_busy_process_holds_expensive_rounds_back_so_updates_share_frames() -> None:
+    # A round of three 10 ms frames costs 30 ms; with duty 0.5 the next round waits
+    # until 60 ms after the last one began, as long as the process stays busy.
+    hub, backend = await make_hub(tick=0.001, frame_duty=0.5)
+    clients = await costly_clients(hub, 3, 0.01)
+    assert hub._pacer is not None
+    rounds_before = hub._pacer.rounds
+    started, n = time.monotonic(), 0
     while time.monotonic() - started < 0.6:
+        # Saves keep the process busy between rounds.
         backend.value(1, "title", n)
         n += 1
         hub.wake()
-        await asyncio.sleep(0.002)
+        burn(0.002)
+        await asyncio.sleep(0)
     await settle(0.3)
-    assert hub._pacer is not None
     rounds = hub._pacer.rounds - rounds_before
     # Unpaced, a round would follow each 30 ms round at once (about 20 in 0.6 s).
     assert rounds <= 0.6 / 0.06 + 2
+    assert hub._pacer.held_back > 0
     for client in clients:
         # Nothing was lost or reordered by the batching: every value, in order.
         assert [u["value"] for u in client.updates()] == list(range(n))
         assert max(len(f["updates"]) for f in client.frames) > 1
+    await hub.stop()
+
+
+async def test_idle_process_does_not_hold_rounds_back() -> None:
+    # The same expensive rounds, but the process idles between updates: a held-back
+    # round would start 60 ms after the last one began; it starts at once instead.
+    hub, backend = await make_hub(tick=0.001, frame_duty=0.5)
+    clients = await costly_clients(hub, 3, 0.01)
+    assert hub._pacer is not None
+    for n in range(8):
+        await asyncio.sleep(0.04)  # 10 ms after the last round ended: inside its gap
+        backend.value(1, "title", n)
+        hub.wake()
+    await settle(0.2)
+    assert hub._pacer.held_back == 0
+    for client in clients:
+        # One frame per update: none waited for the next to share its frame.
+        assert [len(f["updates"]) for f in client.frames] == [1] * 8
     await hub.stop()
 
 

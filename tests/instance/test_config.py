@@ -45,6 +45,8 @@ def test_rendered_file_round_trips(tmp_path: Path) -> None:
         ('broker_url = "amqp://x"', {}, "broker_url must be empty"),
         ('broker_url = "postgresql"', {}, "needs a PostgreSQL database_url"),
         ("live_poll_ms = 0", {}, "live_poll_ms must be at least 1"),
+        ("live_frame_percent = 0", {}, "live_frame_percent must be at least 1"),
+        ("", {"FIELDCAST_LIVE_FRAME_PERCENT": "150"}, "live_frame_percent is a share"),
     ],
 )
 def test_refusals(tmp_path: Path, toml: str, env: dict[str, str], message: str) -> None:
