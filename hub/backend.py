@@ -38,6 +38,14 @@ class Viewer:
     expires_at: datetime | None  # when the credential stops being valid by itself
 
 
+@dataclass(frozen=True, slots=True)
+class FieldRights:
+    """What one user may do with the fields of one tracker, by field name."""
+
+    readable: frozenset[str] = frozenset()
+    editable: frozenset[str] = frozenset()
+
+
 class LiveBackend(Protocol):
     epoch: str
 
@@ -54,9 +62,9 @@ class LiveBackend(Protocol):
     async def trackers_of(self, items: Iterable[int]) -> dict[int, int]:
         """item id -> tracker id, for the items that exist."""
 
-    async def readable_fields(self, user_id: int | None, trackers: Iterable[int]
-                              ) -> dict[int, frozenset[str]]:
-        """tracker id -> names of the fields this user may read now."""
+    async def field_rights(self, user_id: int | None, trackers: Iterable[int]
+                           ) -> dict[int, FieldRights]:
+        """tracker id -> the fields this user may read and edit now."""
 
     async def still_valid(self, viewer: Viewer) -> bool:
         """Whether the viewer's session or token is still good (not logged out, expired,

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from hub.backend import Viewer
+from hub.backend import FieldRights, Viewer
 
 # Close codes (hub/LIVE.md).
 CLOSE_BAD_MESSAGES = 4400
@@ -118,8 +118,8 @@ class Connection:
         self._pacer = pacer
         # item id -> tracker id, for every item this connection subscribed to.
         self.items: dict[int, int] = {}
-        # item id -> the field names last announced as readable (for "fields" frames).
-        self.announced: dict[int, frozenset[str]] = {}
+        # item id -> the rights last announced (for "fields" frames).
+        self.announced: dict[int, FieldRights] = {}
         # Events at or below the floor are not sent: the client has them already.
         self.floor = 0
         # While a catch-up is read from the log, live updates wait here, in order.

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hub.backend import LiveBackend, LogRecord, Viewer
+from hub.backend import FieldRights, LiveBackend, LogRecord, Viewer
 from hub.connection import (
     CLOSE_GOING_AWAY,
     CLOSE_NO_HEARTBEAT,
@@ -73,6 +73,9 @@ class Hub:
         self.cursor = 0
         self.connections: set[Connection] = set()
         self._watchers: dict[int, set[Connection]] = defaultdict(set)
+        # (user, tracker) -> that user's rights on that tracker's fields; readable names
+        # alone again in _readable, which every fanned-out update looks up.
+        self._rights: dict[tuple[int | None, int], FieldRights] = {}
         self._readable: dict[tuple[int | None, int], frozenset[str]] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -153,7 +156,7 @@ class Hub:
         if len(conn.items) + len(new) > self.config.max_items:
             raise ValueError(f"at most {self.config.max_items} items per connection")
         trackers = await self.backend.trackers_of(new)
-        await self._ensure_readable(conn.viewer.user_id, set(trackers.values()))
+        await self._ensure_rights(conn.viewer.user_id, set(trackers.values()))
         conn.holding = []
         try:
             snapshot = self.cursor
@@ -164,7 +167,7 @@ class Hub:
                 if tracker is None:
                     continue
                 conn.items[item] = tracker
-                conn.announced[item] = self._readable[(conn.viewer.user_id, tracker)]
+                conn.announced[item] = self._rights[(conn.viewer.user_id, tracker)]
                 if not self._watchers[item] and self.broker is not None:
                     self.broker.watch(item)
                 self._watchers[item].add(conn)
@@ -207,12 +210,14 @@ class Hub:
         conn.holding[:0] = replay
         return True
 
-    async def _ensure_readable(self, user_id: int | None, trackers: set[int]) -> None:
-        missing = {t for t in trackers if (user_id, t) not in self._readable}
+    async def _ensure_rights(self, user_id: int | None, trackers: set[int]) -> None:
+        missing = {t for t in trackers if (user_id, t) not in self._rights}
         if missing:
-            answer = await self.backend.readable_fields(user_id, missing)
+            answer = await self.backend.field_rights(user_id, missing)
             for tracker in missing:
-                self._readable[(user_id, tracker)] = answer.get(tracker, frozenset())
+                rights = answer.get(tracker, FieldRights())
+                self._rights[(user_id, tracker)] = rights
+                self._readable[(user_id, tracker)] = rights.readable
 
     # ---- reading the log ----------------------------------------------------------------
 
@@ -280,21 +285,23 @@ class Hub:
     async def _rights_changed(self) -> None:
         # Any rights event may change any answer: ask again for every watched tracker
         # before the next update is fanned out.
+        self._rights.clear()
         self._readable.clear()
         needed: dict[int | None, set[int]] = defaultdict(set)
         for conn in self.connections:
             needed[conn.viewer.user_id].update(conn.items.values())
         for user_id, trackers in needed.items():
-            await self._ensure_readable(user_id, trackers)
+            await self._ensure_rights(user_id, trackers)
         for conn in self.connections:
             for item, tracker in conn.items.items():
                 # A socket that subscribed during the awaits above filled its own entry;
                 # a missing one reads as nothing rather than failing the whole pass.
-                now_readable = self._readable.get((conn.viewer.user_id, tracker), frozenset())
-                if now_readable != conn.announced.get(item):
-                    conn.announced[item] = now_readable
+                now = self._rights.get((conn.viewer.user_id, tracker), FieldRights())
+                if now != conn.announced.get(item):
+                    conn.announced[item] = now
                     conn.push_control({"type": "fields", "item": item,
-                                       "readable": sorted(now_readable)})
+                                       "readable": sorted(now.readable),
+                                       "editable": sorted(now.editable)})
 
     async def _sessions_changed(self, user_id: int) -> None:
         for conn in [c for c in self.connections if c.viewer.user_id == user_id]:

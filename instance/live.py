@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from quart import Blueprint, current_app, websocket
 from sqlalchemy import select
 
-from hub.backend import LogRecord, Viewer
+from hub.backend import FieldRights, LogRecord, Viewer
 from hub.broker import InProcessBroker, PostgresBroker, RedisBroker
 from hub.connection import CLOSE_BAD_MESSAGES, CLOSE_FORBIDDEN_ORIGIN, Connection
 from hub.hub import Broker, Hub, HubConfig
@@ -117,8 +117,8 @@ class DatabaseBackend:
             )
             return dict(rows.all())  # type: ignore[arg-type]
 
-    async def readable_fields(self, user_id: int | None, trackers: Iterable[int]
-                              ) -> dict[int, frozenset[str]]:
+    async def field_rights(self, user_id: int | None, trackers: Iterable[int]
+                           ) -> dict[int, FieldRights]:
         async with self.db.read() as session:
             user = None
             if user_id is not None:
@@ -127,7 +127,8 @@ class DatabaseBackend:
                     return {}
             who = await principal_for(session, user)
             fields = await load_fields(session, trackers)
-        return {t: frozenset(f.name for f in defs if f.readable_by(who))
+        return {t: FieldRights(frozenset(f.name for f in defs if f.readable_by(who)),
+                               frozenset(f.name for f in defs if f.editable_by(who)))
                 for t, defs in fields.items()}
 
     async def still_valid(self, viewer: Viewer) -> bool:

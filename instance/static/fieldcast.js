@@ -103,16 +103,33 @@
     if (data.type === "remote") {
       const source = (options[name] || {}).source || {};
       section.append(el("p", { class: "remote", text: `read-only, from ${source.instance || "another instance"}` }));
-    } else if (state.canEdit) {
-      state.editButton = el("button", { type: "button", class: "edit", text: `Edit ${data.label}`,
-        onclick: () => startEdit(state) });
-      section.append(state.editButton);
     }
     state.noteNode = el("p", { class: "note", role: "status" });
     section.append(state.noteNode);
     state.section = section;
+    if (state.canEdit) addEditButton(state);
     fields.set(name, state);
     return section;
+  }
+
+  function addEditButton(state) {
+    state.editButton = el("button", { type: "button", class: "edit", text: `Edit ${state.label}`,
+      onclick: () => startEdit(state) });
+    state.editButton.hidden = state.editing;
+    state.section.insertBefore(state.editButton, state.noteNode);
+  }
+
+  // The user's edit right on a field changed while the page is open ("fields" frames).
+  function setEditable(state, can) {
+    if (state.type === "remote" || deleted || can === state.canEdit) return;
+    state.canEdit = can;
+    if (can) addEditButton(state);
+    else { state.editButton?.remove(); state.editButton = null; }
+    if (!state.editing) return;
+    // Keep a draft on screen (it may be worth copying), but it can no longer be saved.
+    const submit = state.form?.querySelector("button[type=submit]");
+    if (submit) submit.disabled = !can;
+    state.noteNode.textContent = can ? "" : `You may no longer edit ${state.label}; cancel to close your draft`;
   }
 
   function renderAll(item) {
@@ -385,9 +402,11 @@
         break;
       case "fields": {
         const readable = new Set(msg.readable);
+        const editable = new Set(msg.editable || []);
         for (const name of [...fields.keys()]) {
           if (!readable.has(name)) { fields.get(name).section.remove(); fields.delete(name); }
         }
+        for (const [name, state] of fields) setEditable(state, editable.has(name));
         if (msg.readable.some((name) => !fields.has(name))) reloadItem();
         break;
       }

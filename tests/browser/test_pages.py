@@ -1,6 +1,6 @@
 """The other pages and the item page's edges: logging in and where it leads, error pages,
-the tracker list, values that look like HTML, rights changing under an open page,
-remote fields and number input the browser cannot parse."""
+the tracker list, values that look like HTML, read and edit rights changing under an
+open page, remote fields and number input the browser cannot parse."""
 
 from __future__ import annotations
 
@@ -103,6 +103,37 @@ async def test_rights_change_under_an_open_page(browser: Browser, site: Site) ->
         "title", "status", "notes", "estimate"]
     await expect(bob.locator("#input-title")).to_be_focused()
     await expect(bob.locator("#input-title")).to_have_value("draft in progress")
+    await admin.aclose()
+
+
+async def test_edit_right_change_under_an_open_page(browser: Browser, site: Site) -> None:
+    admin = await site.server.client()
+    _, bob = await logged_in(browser, site, "bob")
+    await open_item(bob, site)
+    await bob.click("#field-notes button.edit")
+    await bob.fill("#input-notes", "my draft")
+    await expect(bob.locator("#field-status button.edit")).to_have_count(1)
+
+    # Staff may still read notes but no longer edit them, nor anybody the status.
+    (await admin.patch("/api/trackers/bugs/fields/notes",
+                       json={"edit_groups": []})).raise_for_status()
+    (await admin.patch("/api/trackers/bugs/fields/status",
+                       json={"edit_groups": []})).raise_for_status()
+    await expect(bob.locator("#field-status button.edit")).to_have_count(0)
+    await expect(bob.locator("#field-notes button[type=submit]")).to_be_disabled()
+    await expect(bob.locator("#field-notes .note")).to_contain_text("no longer edit Notes")
+    # The draft stays on screen, and the values are still shown.
+    await expect(bob.locator("#input-notes")).to_have_value("my draft")
+    await expect(bob.locator("#value-status")).to_have_text("open")
+
+    (await admin.patch("/api/trackers/bugs/fields/notes",
+                       json={"edit_groups": ["Staff"]})).raise_for_status()
+    await expect(bob.locator("#field-notes button[type=submit]")).to_be_enabled()
+    await bob.click("#field-notes button[type=submit]")
+    await expect(bob.locator("#value-notes")).to_have_text("my draft")
+    r = await admin.get(f"/api/items/{site.item}")
+    assert r.json()["fields"]["notes"]["value"] == "my draft"
+    await expect(bob.locator("#field-status button.edit")).to_have_count(0)
     await admin.aclose()
 
 

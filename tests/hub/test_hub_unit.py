@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hub.backend import LogRecord, Viewer
+from hub.backend import FieldRights, LogRecord, Viewer
 from hub.connection import CLOSE_SESSION_ENDED, CLOSE_TOO_SLOW, MAX_PENDING, Pacer
 from hub.hub import Hub, HubConfig
 
@@ -24,6 +24,7 @@ class MemoryBackend:
     def __init__(self) -> None:
         self.log: list[LogRecord] = []
         self.readable: dict[int | None, set[str]] = {}
+        self.editable: dict[int | None, set[str]] = {}
         self.valid: set[int | None] = {None, 1, 2}
         self.reads = 0
 
@@ -53,9 +54,11 @@ class MemoryBackend:
     async def trackers_of(self, items: Iterable[int]) -> dict[int, int]:
         return {i: 1 for i in items if i < 1000}
 
-    async def readable_fields(self, user_id: int | None, trackers: Iterable[int]
-                              ) -> dict[int, frozenset[str]]:
-        return {t: frozenset(self.readable.get(user_id, set())) for t in trackers}
+    async def field_rights(self, user_id: int | None, trackers: Iterable[int]
+                           ) -> dict[int, FieldRights]:
+        readable = frozenset(self.readable.get(user_id, set()))
+        editable = frozenset(self.editable.get(user_id, set())) & readable
+        return {t: FieldRights(readable, editable) for t in trackers}
 
     async def still_valid(self, viewer: Viewer) -> bool:
         return viewer.user_id in self.valid
@@ -257,6 +260,26 @@ async def test_rights_and_session_rows_apply_in_log_order() -> None:
     hub.wake()
     code, _ = await asyncio.wait_for(conn.closed, 2)
     assert code == CLOSE_SESSION_ENDED
+    await hub.stop()
+
+
+async def test_a_change_of_edit_rights_alone_is_announced() -> None:
+    hub, backend = await make_hub()
+    backend.editable = {1: {"title", "secret"}}
+    client = Client()
+    conn = hub.connect(viewer(1), client.send)
+    await hub.subscribe(conn, [1], None)
+    backend.editable[1] = {"title"}
+    backend.control("rights")
+    hub.wake()
+    await settle()
+    # A rights event that changes nothing for this user announces nothing.
+    backend.control("rights")
+    hub.wake()
+    await settle()
+    fields = [f for f in client.frames if f["type"] == "fields"]
+    assert fields == [{"type": "fields", "item": 1, "readable": ["secret", "title"],
+                       "editable": ["title"]}]
     await hub.stop()
 
 

@@ -123,7 +123,8 @@ async def test_rights_change_applies_to_open_connections(env: Env) -> None:
         # Bob joins Staff: the open connection learns it may read notes, and gets them.
         assert (await admin.put("/api/groups/Staff/members/bob")).status_code == 204
         fields = await sb.next("fields")
-        assert fields == {"type": "fields", "item": item, "readable": ["notes", "title"]}
+        assert fields == {"type": "fields", "item": item, "readable": ["notes", "title"],
+                          "editable": ["notes", "title"]}
         await alice.patch(f"/api/items/{item}/fields/notes", json={"value": "for staff"})
         assert (await sb.updates(1))[0]["value"] == "for staff"
         # Bob leaves Staff; the very next notes change must not reach him.
