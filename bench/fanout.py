@@ -18,7 +18,8 @@ counted apart, and "deliv%" is the share of (write x reader) pairs that arrived.
 Modes: "sat" (--writers concurrent writers, as fast as the server answers) and a fixed
 write rate (--rate; by default the rate that would deliver half the baseline's updates/s,
 the issue's latency bar). Each client count is run with permessage-deflate off and on
-(--deflate; the websockets client offers it, Hypercorn always accepts it). CPU% is per process,
+(--deflate; the websockets client offers it or not; both servers accept it: fieldcast
+runs with live_deflate = true here, its default being off). CPU% is per process,
 100 = one core. Last, the fieldcast server is profiled with py-spy (if installed) during
 one more saturation phase at the largest client count.
 
@@ -440,7 +441,10 @@ async def profiled(pid: int, seconds: float, out: Path) -> Callable[[], Awaitabl
 
 async def setup_fieldcast(root: Path, frame_percent: int | None
                           ) -> tuple[RunningInstance, int, list[str], httpx.AsyncClient]:
-    env = {} if frame_percent is None else {"FIELDCAST_LIVE_FRAME_PERCENT": str(frame_percent)}
+    # live_deflate on, so that the client's offer decides, as it does for the baseline.
+    env = {"FIELDCAST_LIVE_DEFLATE": "true"}
+    if frame_percent is not None:
+        env["FIELDCAST_LIVE_FRAME_PERCENT"] = str(frame_percent)
     inst = RunningInstance.create(root, "bench", extra_env=env)
     inst.start()
     admin = await inst.client(limits=httpx.Limits(max_connections=64))

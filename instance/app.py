@@ -27,7 +27,7 @@ def _snake(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def tune_gc_for_serving() -> None:
+def prepare_serving_process(settings: Settings) -> None:
     """For a serving process only (not tests, which build many apps in one process).
 
     Each save wakes one writer per watching socket: ~1000 short-lived handles in a burst
@@ -35,8 +35,34 @@ def tune_gc_for_serving() -> None:
     generation 0 less often keeps cyclic GC from rescanning it all (bench/fanout.py:
     server CPU per delivered update 87 -> 71 us at 1000 sockets).
     """
+    set_websocket_compression(settings.live_deflate)
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+
+
+def set_websocket_compression(enabled: bool) -> None:
+    """Whether this process's Hypercorn accepts permessage-deflate when a client offers it.
+
+    Hypercorn (0.17, 0.18) accepts it whenever offered, with no option
+    (pgjones/hypercorn#307), and every browser offers it. Its handshake is built from
+    ``hypercorn.protocol.ws_stream.Handshake``; a subclass that forgets the offered
+    extensions makes the server answer without any. tests/hub/test_deflate.py proves both
+    settings against a real server, so a Hypercorn that moves this fails there.
+    """
+    from hypercorn.protocol import ws_stream
+
+    original = getattr(ws_stream, "_fieldcast_original", ws_stream.Handshake)
+    if enabled:
+        ws_stream.Handshake = original  # type: ignore[misc]
+        return
+
+    class DeclineExtensions(original):  # type: ignore[misc, valid-type]
+        def __init__(self, headers: list[tuple[bytes, bytes]], http_version: str) -> None:
+            super().__init__(headers, http_version)
+            self.extensions = None
+
+    ws_stream._fieldcast_original = original  # type: ignore[attr-defined]
+    ws_stream.Handshake = DeclineExtensions  # type: ignore[misc]
 
 
 def create_app(settings: Settings, *, database: Database | None = None,

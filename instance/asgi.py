@@ -4,8 +4,9 @@ Settings come from FIELDCAST_DATA_DIR / FIELDCAST_CONFIG and the environment, wh
 `fieldcast serve` sets before it starts the workers.
 """
 
-from instance.app import create_app, tune_gc_for_serving
+from instance.app import create_app, prepare_serving_process
 from instance.config import load_settings
 
-app = create_app(load_settings())
-tune_gc_for_serving()
+_settings = load_settings()
+app = create_app(_settings)
+prepare_serving_process(_settings)

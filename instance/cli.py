@@ -207,14 +207,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
 async def _serve_one(settings: Settings, hconfig: Any) -> None:
     from hypercorn.asyncio import serve
 
-    from instance.app import create_app, tune_gc_for_serving
+    from instance.app import create_app, prepare_serving_process
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     app = create_app(settings)
-    tune_gc_for_serving()
+    prepare_serving_process(settings)
     await serve(app, hconfig, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
 

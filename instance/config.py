@@ -47,6 +47,10 @@ class Settings:
     # faster than frames can follow (1-100): less leaves more time to saves and puts
     # more updates in each frame, at the price of latency (bench/fanout.py).
     live_frame_percent: int = 30
+    # permessage-deflate on /live. Off: at 1000 sockets it cost 2.5x the server CPU per
+    # single-update frame and ~3x the memory per socket, for frames 11x smaller
+    # (bench/fanout.py, PROTOCOL.md). Turn it on where bandwidth costs more than CPU.
+    live_deflate: bool = False
     # Requests with a larger body are refused with 413 before they are parsed.
     max_body_bytes: int = 1024 * 1024
     # Browser sessions expire after this long without being renewed by a login.
@@ -88,6 +92,7 @@ _FIELD_TYPES: dict[str, type] = {
     "broker_url": str,
     "live_poll_ms": int,
     "live_frame_percent": int,
+    "live_deflate": bool,
     "max_body_bytes": int,
     "session_ttl_seconds": int,
     "argon2_time_cost": int,
@@ -96,8 +101,17 @@ _FIELD_TYPES: dict[str, type] = {
 }
 
 
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
 def _coerce(name: str, raw: Any, source: str) -> Any:
     kind = _FIELD_TYPES[name]
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in _TRUE + _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise ConfigError(f"{name} in {source} must be true or false, got {raw!r}")
     if kind is int:
         if isinstance(raw, bool):
             raise ConfigError(f"{name} in {source} must be a whole number, got {raw!r}")
@@ -219,6 +233,8 @@ def render_toml(settings: Settings) -> str:
         if isinstance(value, str):
             escaped = value.replace("\\", "\\\\").replace('"', '\\"')
             lines.append(f'{name} = "{escaped}"')
+        elif isinstance(value, bool):
+            lines.append(f"{name} = {'true' if value else 'false'}")
         else:
             lines.append(f"{name} = {value}")
     return "\n".join(lines) + "\n"

@@ -23,11 +23,21 @@ def test_precedence(tmp_path: Path) -> None:
     assert s.effective_database_url == f"sqlite+aiosqlite:///{tmp_path.resolve()}/fieldcast.db"
 
 
-def test_rendered_file_round_trips(tmp_path: Path) -> None:
-    s = load_settings(data_dir=tmp_path, environ={}, overrides={"instance_name": 'a "b"'})
+@pytest.mark.parametrize("deflate", [False, True])
+def test_rendered_file_round_trips(tmp_path: Path, deflate: bool) -> None:
+    s = load_settings(data_dir=tmp_path, environ={},
+                      overrides={"instance_name": 'a "b"', "live_deflate": deflate})
     (tmp_path / "fieldcast.toml").write_text(render_toml(s))
     again = load_settings(data_dir=tmp_path, environ={})
     assert again == s
+    assert again.live_deflate is deflate
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("true", True), ("Yes", True), ("1", True),
+                                               ("off", False), ("0", False)])
+def test_switches_from_the_environment(tmp_path: Path, raw: str, expected: bool) -> None:
+    s = load_settings(data_dir=tmp_path, environ={"FIELDCAST_LIVE_DEFLATE": raw})
+    assert s.live_deflate is expected
 
 
 @pytest.mark.parametrize(
@@ -47,6 +57,8 @@ def test_rendered_file_round_trips(tmp_path: Path) -> None:
         ("live_poll_ms = 0", {}, "live_poll_ms must be at least 1"),
         ("live_frame_percent = 0", {}, "live_frame_percent must be at least 1"),
         ("", {"FIELDCAST_LIVE_FRAME_PERCENT": "150"}, "live_frame_percent is a share"),
+        ("", {"FIELDCAST_LIVE_DEFLATE": "maybe"}, "live_deflate in"),
+        ("live_deflate = 1", {}, "must be true or false"),
     ],
 )
 def test_refusals(tmp_path: Path, toml: str, env: dict[str, str], message: str) -> None:
