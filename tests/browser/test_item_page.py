@@ -1,5 +1,6 @@
 """The item page in Chromium: live updates between users, rights in the DOM and on the
-wire, the conflict flow, reconnecting after a restart, keyboard use and a phone screen."""
+wire, the conflict flow, reconnecting after a restart (with a gap that can be replayed and
+one that cannot), keyboard use and a phone screen."""
 
 from __future__ import annotations
 
@@ -109,19 +110,48 @@ async def test_reconnect_after_restart_shows_what_changed_meanwhile(
     await expect(bob.locator("#conn")).to_have_attribute("data-state", "reconnecting")
     await expect(bob.locator("#conn-text")).to_have_text("reconnecting…")
     # While the server is down, the data changes (as another process would change it).
-    settings = load_settings(data_dir=site.server.data_dir, environ={})
-    db = Database(settings.effective_database_url)
-    async with db.write() as session:
-        admin = Principal(1, "admin", True, frozenset())
-        await items_service.save_field(session, site.item, "status", "closed", admin,
-                                       if_match=None)
-        await items_service.save_field(session, site.item, "notes", "changed offline",
-                                       admin, if_match=None)
-    await db.dispose()
+    await change_offline(site, status="closed", notes="changed offline")
     site.server.start()
     await expect(bob.locator("#conn")).to_have_attribute("data-state", "live", timeout=15000)
     await expect(bob.locator("#value-status")).to_have_text("closed")
     await expect(bob.locator("#value-notes")).to_have_text("changed offline")
+
+
+async def change_offline(site: Site, **values: str) -> None:
+    """Change fields while the server is down, as another process would."""
+    settings = load_settings(data_dir=site.server.data_dir, environ={})
+    db = Database(settings.effective_database_url)
+    async with db.write() as session:
+        admin = Principal(1, "admin", True, frozenset())
+        for name, value in values.items():
+            await items_service.save_field(session, site.item, name, value, admin,
+                                           if_match=None)
+    await db.dispose()
+
+
+async def test_unrecoverable_gap_reloads_the_item(browser: Browser, site: Site) -> None:
+    _, bob = await logged_in(browser, site, "bob")
+    frames = capture_frames(bob)
+    await open_item(bob, site)
+    site.server.stop()
+    await expect(bob.locator("#conn")).to_have_attribute("data-state", "reconnecting")
+    # A position the server cannot replay from (as after the log was reset): the hub
+    # answers recovered: false, and only a reload can show what changed meanwhile.
+    await bob.evaluate("() => { window.fieldcast.position.epoch = 'before-a-reset'; }")
+    await change_offline(site, title="renamed while down")
+    site.server.start()
+    await expect(bob.locator("#conn")).to_have_attribute("data-state", "live", timeout=15000)
+    await expect(bob.locator("#value-title")).to_have_text("renamed while down")
+    subscribed = [f for f in frames if '"subscribed"' in f]
+    assert '"recovered":false' in subscribed[-1]
+    assert '"updates"' not in "".join(frames[frames.index(subscribed[-1]):])
+    # The page took the server's position: later changes arrive live again.
+    assert await bob.evaluate("() => window.fieldcast.position.epoch") != "before-a-reset"
+    admin = await site.server.client()
+    (await admin.patch(f"/api/items/{site.item}/fields/status", json={"value": "closed"})
+     ).raise_for_status()
+    await expect(bob.locator("#value-status")).to_have_text("closed")
+    await admin.aclose()
 
 
 async def test_keyboard_only_edit(browser: Browser, site: Site) -> None:
