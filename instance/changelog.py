@@ -12,24 +12,27 @@ from typing import Any
 from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from instance.db import run
 from instance.models import ChangeLog, EventCounter
 
 EVENTS_KEY = "fieldcast_events"
 
+_counter = EventCounter.__table__
+_NEXT_EVENT = (update(_counter).where(_counter.c.id == 1)
+               .values(value=_counter.c.value + 1).returning(_counter.c.value))
+_INSERT_EVENT = insert(ChangeLog.__table__)
+
 
 async def next_event_id(session: AsyncSession) -> int:
     # Taken last in a transaction: the counter row's lock serializes commits in id order.
-    value = await session.scalar(
-        update(EventCounter).where(EventCounter.id == 1)
-        .values(value=EventCounter.value + 1).returning(EventCounter.value)
-    )
+    value = (await run(session, _NEXT_EVENT, {})).scalar()
     assert value is not None
-    return value
+    return int(value)
 
 
 async def append(session: AsyncSession, *, at: datetime, **row: Any) -> int:
     event_id = await next_event_id(session)
-    await session.execute(insert(ChangeLog).values(id=event_id, at=at, **row))
+    await run(session, _INSERT_EVENT, {"id": event_id, "at": at, **row})
     session.info.setdefault(EVENTS_KEY, []).append((event_id, row.get("item_id")))
     return event_id
 

@@ -11,8 +11,9 @@ from typing import Any
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Result
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.sql import Executable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -98,6 +99,22 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def run(session: AsyncSession, statement: Executable, params: dict[str, Any]
+              ) -> Result[Any]:
+    """Run a prebuilt Core statement on the session's connection, in its transaction.
+
+    For the statements every save runs. ``Session.execute`` adds ORM bookkeeping that a
+    Core statement on a table does not need, and building a statement anew costs its
+    construction and cache key: together about 0.4 ms per statement here, a third of a
+    save (/tmp measurements in the commit that added this). Pending ORM changes are
+    flushed first, as ``Session.execute`` would (autoflush), so statement order holds.
+    """
+    if session.new or session.dirty or session.deleted:
+        await session.flush()
+    conn = await session.connection()
+    return await conn.execute(statement, params)
 
 
 def _alembic_config(connection: Connection) -> AlembicConfig:

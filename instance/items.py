@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, insert, select, update
+from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance import changelog
 from instance.accounts import iso, now
+from instance.db import run
 from instance.errors import ApiError, conflict, forbidden, invalid, not_found
 from instance.fieldtypes import FieldTypeError, validate_value
 from instance.models import ChangeLog, EventCounter, FieldValue, Item, Meta, Tracker, User
@@ -156,13 +157,32 @@ def _editable(f: FieldDef, who: Principal) -> None:
         raise forbidden(f"you may read field {f.name!r} but not edit it")
 
 
+# The statements every save runs, built once (see instance.db.run).
+_items, _values_t = Item.__table__, FieldValue.__table__
+_BUMP_ITEM = (update(_items).where(_items.c.id == bindparam("b_item"))
+              .values(version=_items.c.version + 1).returning(_items.c.version))
+_THIS_VALUE = (_values_t.c.item_id == bindparam("b_item")) & (
+    _values_t.c.field_id == bindparam("b_field"))
+# FOR UPDATE: on PostgreSQL a concurrent save of this field waits here, then sees the
+# committed version and fails the If-Match check. SQLite is serialized already.
+_LOCK_VALUE = (select(_values_t.c.value, _values_t.c.version, _values_t.c.updated_at,
+                      _values_t.c.updated_by).where(_THIS_VALUE).with_for_update())
+_SET_VALUE = update(_values_t).where(_THIS_VALUE).values(
+    value=bindparam("b_value"), version=bindparam("b_version"),
+    updated_at=bindparam("b_at"), updated_by=bindparam("b_by"))
+
+
+_trackers = Tracker.__table__
+_ITEM_FOR_SAVE = (select(_items.c.id, _items.c.tracker_id, _trackers.c.slug,
+                         _trackers.c.require_if_match)
+                  .join(_trackers, _trackers.c.id == _items.c.tracker_id)
+                  .where(_items.c.id == bindparam("b_item")))
+
+
 async def _bump_item(session: AsyncSession, item_id: int) -> int:
-    value = await session.scalar(
-        update(Item).where(Item.id == item_id).values(version=Item.version + 1)
-        .returning(Item.version)
-    )
+    value = (await run(session, _BUMP_ITEM, {"b_item": item_id})).scalar()
     assert value is not None
-    return value
+    return int(value)
 
 
 def _insert_missing(session: AsyncSession, item_id: int, field_id: int, at: datetime) -> Any:
@@ -188,11 +208,9 @@ async def _apply(
     session: AsyncSession, item_id: int, tracker_id: int, f: FieldDef, value: Any,
     who: Principal, old: Current, at: datetime, source: str,
 ) -> Change:
-    await session.execute(
-        update(FieldValue)
-        .where(FieldValue.item_id == item_id, FieldValue.field_id == f.id)
-        .values(value=value, version=old.version + 1, updated_at=at, updated_by=who.user_id)
-    )
+    await run(session, _SET_VALUE, {"b_item": item_id, "b_field": f.id, "b_value": value,
+                                    "b_version": old.version + 1, "b_at": at,
+                                    "b_by": who.user_id})
     item_version = await _bump_item(session, item_id)
     event_id = await changelog.append(
         session, at=at, kind="value", item_id=item_id, tracker_id=tracker_id, field_id=f.id,
@@ -226,36 +244,31 @@ async def save_field(
     if_match: int | None,
 ) -> SaveResult:
     """Save one field of one item. Must run in a write transaction (Database.write)."""
-    item, tracker = await get_item(session, item_id)
-    fields = (await load_fields(session, [tracker.id]))[tracker.id]
+    item = (await run(session, _ITEM_FOR_SAVE, {"b_item": item_id})).first()
+    if item is None:
+        raise not_found(f"item {item_id}")
+    fields = (await load_fields(session, [item.tracker_id]))[item.tracker_id]
     f = next((f for f in fields if f.name == field_name), None)
     # A field the caller may not read answers exactly as a field that does not exist.
     if f is None or not f.readable_by(who):
         raise not_found(f"field {field_name!r} of item {item_id}")
     _editable(f, who)
-    if if_match is None and tracker.require_if_match:
+    if if_match is None and item.require_if_match:
         raise ApiError(
             428, "precondition_required",
-            f"tracker {tracker.slug!r} requires If-Match with the version of field "
+            f"tracker {item.slug!r} requires If-Match with the version of field "
             f"{f.name!r} you edited, so that a concurrent change is not overwritten",
             field=f.name,
         )
     value = await _check_value(session, f, raw_value)
     at = now()
-    # FOR UPDATE: on PostgreSQL a concurrent save of this field waits here, then sees the
-    # committed version and fails the If-Match check. SQLite is serialized already.
-    locked = (
-        select(FieldValue.value, FieldValue.version, FieldValue.updated_at,
-               FieldValue.updated_by)
-        .where(FieldValue.item_id == item.id, FieldValue.field_id == f.id)
-        .with_for_update()
-    )
-    row = (await session.execute(locked)).first()
+    this = {"b_item": item.id, "b_field": f.id}
+    row = (await run(session, _LOCK_VALUE, this)).first()
     if row is None:
         # A field added after the item was made has no row yet. Two first saves may race
         # to create it: ON CONFLICT lets the second find the first one's row.
         await session.execute(_insert_missing(session, item.id, f.id, at))
-        row = (await session.execute(locked)).one()
+        row = (await run(session, _LOCK_VALUE, this)).one()
     cur = Current(*row)
     if if_match is not None and cur.version != if_match:
         by = await session.scalar(select(User.username).where(User.id == cur.updated_by))

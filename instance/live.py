@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from quart import Blueprint, current_app, websocket
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from hub.backend import FieldRights, LogRecord, Viewer
 from hub.broker import InProcessBroker, PostgresBroker, RedisBroker
@@ -25,7 +25,7 @@ from hub.hub import Broker, Hub, HubConfig
 from instance import accounts
 from instance.accounts import as_utc, iso, now
 from instance.config import Settings
-from instance.db import Database
+from instance.db import Database, run
 from instance.items import log_epoch, log_head
 from instance.models import ApiToken, ChangeLog, Item, Session, User
 from instance.rights import load_fields, principal_for
@@ -64,6 +64,16 @@ def _raw_sender(send: Any) -> Any:
     return send_text
 
 
+_log, _users = ChangeLog.__table__, User.__table__
+_READ_LOG = (
+    select(_log.c.id, _log.c.kind, _log.c.item_id, _log.c.tracker_id, _log.c.field_name,
+           _log.c.new_value, _log.c.new_version, _log.c.at, _log.c.subject_id,
+           _users.c.username)
+    .outerjoin(_users, _users.c.id == _log.c.actor_id)
+    .where(_log.c.id > bindparam("after")).order_by(_log.c.id).limit(bindparam("limit"))
+)
+
+
 class DatabaseBackend:
     def __init__(self, db: Database, epoch: str) -> None:
         self.db = db
@@ -85,11 +95,12 @@ class DatabaseBackend:
         )
 
     async def read(self, after: int, limit: int) -> list[LogRecord]:
+        # Runs after every commit: prebuilt, columns only (no ORM objects).
         async with self.db.read() as session:
-            rows = await session.execute(
-                self._query().where(ChangeLog.id > after).order_by(ChangeLog.id).limit(limit)
-            )
-            return [self._record(r, u) for r, u in rows.all()]
+            rows = (await run(session, _READ_LOG, {"after": after, "limit": limit})).all()
+        return [LogRecord(event=r.id, kind=r.kind, item=r.item_id, tracker=r.tracker_id,
+                          field=r.field_name, value=r.new_value, version=r.new_version,
+                          by=r.username, at=iso(r.at), subject=r.subject_id) for r in rows]
 
     async def replay(self, after: int, upto: int, items: Iterable[int], limit: int
                      ) -> list[LogRecord] | None:
