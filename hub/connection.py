@@ -14,6 +14,7 @@ rate of changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -75,8 +76,10 @@ class Pacer:
         self._marked.append(conn)
         self._wake.set()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
     async def _run(self) -> None:
         started = ended = -1.0

@@ -98,7 +98,7 @@ class Hub:
         for conn in list(self.connections):
             conn.close(CLOSE_GOING_AWAY, "the server is shutting down")
         if self._pacer is not None:
-            self._pacer.stop()
+            await self._pacer.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
