@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,6 +30,8 @@ CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_TOO_SLOW = 4408
 CLOSE_NO_HEARTBEAT = 4000
 CLOSE_GOING_AWAY = 1001
+
+log = logging.getLogger("fieldcast.hub")
 
 MAX_CONTROL_BACKLOG = 256
 # Unsent updates kept in full before superseded values of a field are dropped.
@@ -49,14 +52,16 @@ class Pacer:
     A round costs one frame per marked connection, and each frame costs a lock, a write
     and a drain in Hypercorn, so frames (not updates) are what a busy process spends its
     time on. A round starts as soon as something is marked, at most one per ``tick``.
-    When the process is busy (saves come back to back), a round that took long holds the
+    When the event loop is busy (saves come back to back), a round that took long holds the
     next one back until its frames have used no more than ``duty`` of the time: updates
     pile up meanwhile and share frames, and the saves that produce them keep their share
     of the CPU. When the process has been idle since the last round, nothing is waiting
     for the CPU, so holding back would only add latency, and the round starts at once.
     """
 
-    # The process counts as busy when it used this much of the time since the last round.
+    # The loop counts as busy when its thread used this much of the time since the last
+    # round. Its own thread only: Argon2 and SQLite work in other threads, and do not
+    # compete for the loop.
     BUSY_SHARE = 0.75
     # How often a held-back round looks again whether the process is still busy.
     RECHECK = 0.005
@@ -71,6 +76,7 @@ class Pacer:
         self._marked: list[Connection] = []
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="fieldcast-live-pacer")
+        self._task.add_done_callback(_report_death)
 
     def mark(self, conn: Connection) -> None:
         self._marked.append(conn)
@@ -95,7 +101,7 @@ class Pacer:
                     continue
                 if now >= paced:
                     break
-                busy = (time.process_time() - cpu_at_end) / max(now - ended, 1e-6)
+                busy = (time.thread_time() - cpu_at_end) / max(now - ended, 1e-6)
                 if busy < self.BUSY_SHARE:
                     break
                 await asyncio.sleep(min(self.RECHECK, paced - now))
@@ -110,7 +116,7 @@ class Pacer:
             # slow one), and the time since ``started`` is what the round cost.
             await asyncio.sleep(0)
             self.rounds += 1
-            ended, cpu_at_end = time.monotonic(), time.process_time()
+            ended, cpu_at_end = time.monotonic(), time.thread_time()
             spent = ended - started
 
 
@@ -123,11 +129,14 @@ class Connection:
         self.items: dict[int, int] = {}
         # item id -> the rights last announced (for "fields" frames).
         self.announced: dict[int, FieldRights] = {}
-        # Events at or below the floor are not sent: the client has them already.
-        self.floor = 0
+        # item id -> the position the client has for it: events at or below it are not
+        # sent. Per item: subscribing to one item must not hide another's updates.
+        self.floors: dict[int, int] = {}
         # While a catch-up is read from the log, live updates wait here, in order.
         self.holding: list[Pending] | None = None
         self._pending: list[Pending] = []
+        self._in_order = True  # whether _pending is sorted by event
+        self._collapse_at = MAX_PENDING
         self._controls: list[str] = []
         self._marked = False
         self._go = asyncio.Event()
@@ -143,15 +152,21 @@ class Connection:
     # ---- filled by the hub (synchronous: never awaits) ----------------------------------
 
     def push_update(self, item: int, field: str, event: int, encoded: str) -> None:
-        if event <= self.floor:
+        if event <= self.floors.get(item, 0):
             return
         if self.holding is not None:
             self.holding.append((event, item, field, encoded))
             return
         pending = self._pending
+        if pending and event < pending[-1][0]:
+            self._in_order = False  # a catch-up for a newly subscribed item
         pending.append((event, item, field, encoded))
-        if len(pending) > MAX_PENDING:
+        if len(pending) > self._collapse_at:
             self._pending = _latest_per_field(pending)
+            self._in_order = True
+            # Collapse again only when the backlog has doubled: one connection watching
+            # more fields than the bound must not sort its whole backlog on every update.
+            self._collapse_at = max(MAX_PENDING, 2 * len(self._pending))
         if not self._marked:
             self._marked = True
             self._pacer.mark(self)
@@ -192,6 +207,10 @@ class Connection:
             self._go.clear()
             updates, self._pending = self._pending, []
             controls, self._controls = self._controls, []
+            if not self._in_order:
+                updates.sort()  # positions only grow within a frame (hub/LIVE.md)
+                self._in_order = True
+            self._collapse_at = MAX_PENDING
             if updates:
                 await self._timed_send(
                     '{"type":"updates","updates":[' + ",".join([u[3] for u in updates]) + "]}"
@@ -206,6 +225,13 @@ class Connection:
         finally:
             self.sending_since = None
         self.sent_frames += 1
+
+
+def _report_death(task: asyncio.Task[None]) -> None:
+    # Without its pacer no socket of this process gets another frame: say so loudly.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the live pacer died; live updates have stopped in this process",
+                  exc_info=task.exception())
 
 
 def _latest_per_field(pending: list[Pending]) -> list[Pending]:

@@ -149,62 +149,82 @@ class Hub:
         """Start sending these items' updates, after replaying what the client missed.
 
         Catch-up and live updates do not overlap: live updates that arrive while the log
-        is read wait in ``conn.holding`` and follow the replayed ones; the floor keeps
-        anything the client already has from being sent again.
+        is read wait in ``conn.holding`` and follow the replayed ones; each item's floor
+        keeps anything the client already has from being sent again. The answer carries
+        the current rights on each new item, so a client that reconnects learns of rights
+        that changed while it was away.
         """
         new = [i for i in dict.fromkeys(items) if i not in conn.items]
         if len(conn.items) + len(new) > self.config.max_items:
             raise ValueError(f"at most {self.config.max_items} items per connection")
+        had_items = bool(conn.items)
+        user = conn.viewer.user_id
         trackers = await self.backend.trackers_of(new)
-        await self._ensure_rights(conn.viewer.user_id, set(trackers.values()))
+        await self._ensure_rights(user, set(trackers.values()))
         conn.holding = []
         try:
             snapshot = self.cursor
+            added, fields = [], []
             for item in new:
-                # Items that do not exist are accepted silently: the answer must not
-                # reveal which ids exist. They simply never produce updates.
+                # Items that do not exist are accepted silently, with no rights: the
+                # answer must not reveal which ids exist. They never produce updates.
                 tracker = trackers.get(item)
+                rights = FieldRights() if tracker is None else self._rights[(user, tracker)]
+                fields.append({"item": item, "readable": sorted(rights.readable),
+                               "editable": sorted(rights.editable)})
                 if tracker is None:
                     continue
+                added.append(item)
                 conn.items[item] = tracker
-                conn.announced[item] = self._rights[(conn.viewer.user_id, tracker)]
+                conn.announced[item] = rights
                 if not self._watchers[item] and self.broker is not None:
                     self.broker.watch(item)
                 self._watchers[item].add(conn)
             recovered: bool | None = None
+            floor: int | None = None
             if position is not None:
                 epoch, offset = position
-                recovered = await self._replay(conn, new, trackers, epoch, offset, snapshot)
-            else:
-                # No position: the client starts from now, even where this process has
-                # not read the log that far yet. Read while live updates are held, so
-                # every later event still reaches it.
-                conn.floor = max(conn.floor, await self.backend.head())
+                recovered = await self._replay(conn, added, epoch, offset, snapshot)
+                if recovered:
+                    floor = offset
+            if floor is None:
+                # From now (no position, or a gap that cannot be replayed and that the
+                # client reloads instead): even where this process has not read the log
+                # that far yet. Read while live updates are held, so every later event
+                # still reaches it.
+                floor = max(snapshot, await self.backend.head())
+            for item in added:
+                conn.floors[item] = max(conn.floors.get(item, 0), floor)
         finally:
             conn.release_holding()
+        # The client keeps one position per connection: an offset past what this process
+        # has read could make it skip, after a reconnect, events of the items it already
+        # watched that are still on their way.
+        offset_now = snapshot if had_items else max(snapshot, floor)
         return {"type": "subscribed", "items": items, "recovered": recovered,
-                "epoch": self.backend.epoch, "offset": max(snapshot, conn.floor)}
+                "epoch": self.backend.epoch, "offset": offset_now, "fields": fields}
 
-    async def _replay(self, conn: Connection, items: list[int], trackers: dict[int, int],
-                      epoch: str, offset: int, snapshot: int) -> bool:
+    async def _replay(self, conn: Connection, items: list[int], epoch: str, offset: int,
+                      snapshot: int) -> bool:
         if epoch != self.backend.epoch or offset < 0:
             return False
-        conn.floor = max(conn.floor, offset)
-        if offset >= snapshot:
+        if offset >= snapshot or not items:
             return True
-        wanted = [i for i in items if i in trackers]
         if snapshot - offset > self.config.replay_limit:
             return False
-        rows = await self.backend.replay(offset, snapshot, wanted, self.config.replay_limit)
+        rows = await self.backend.replay(offset, snapshot, items, self.config.replay_limit)
         if rows is None:
             return False
-        # All or nothing: build the whole replay before queueing any of it. Rights are
-        # the user's rights now, not when the change was made.
+        # A rights event read meanwhile empties the rights cache: fill it again, then
+        # filter without awaiting. Rights are the user's rights now, not when the change
+        # was made. All or nothing: the whole replay is built before any of it is queued.
+        user = conn.viewer.user_id
+        await self._ensure_rights(user, {conn.items[i] for i in items if i in conn.items})
         replay = []
         for rec in rows:
             if rec.item is None or rec.field is None or rec.tracker is None:
                 continue
-            if rec.field in self._readable.get((conn.viewer.user_id, rec.tracker), ()):
+            if rec.field in self._readable.get((user, rec.tracker), ()):
                 replay.append((rec.event, rec.item, rec.field, self._encode(rec)))
         assert conn.holding is not None
         conn.holding[:0] = replay

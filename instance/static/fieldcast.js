@@ -129,7 +129,20 @@
     // Keep a draft on screen (it may be worth copying), but it can no longer be saved.
     const submit = state.form?.querySelector("button[type=submit]");
     if (submit) submit.disabled = !can;
-    state.noteNode.textContent = can ? "" : `You may no longer edit ${state.label}; cancel to close your draft`;
+    const lost = `You may no longer edit ${state.label}; cancel to close your draft`;
+    if (!can) state.noteNode.textContent = lost;
+    else if (state.noteNode.textContent === lost) state.noteNode.textContent = "";
+  }
+
+  // The user's rights on this item now: from "fields" frames and "subscribed" answers.
+  function applyRights(readableNames, editableNames) {
+    const readable = new Set(readableNames);
+    const editable = new Set(editableNames || []);
+    for (const name of [...fields.keys()]) {
+      if (!readable.has(name)) { fields.get(name).section.remove(); fields.delete(name); }
+    }
+    for (const [name, state] of fields) setEditable(state, editable.has(name));
+    if (readableNames.some((name) => !fields.has(name))) reloadItem();
   }
 
   function renderAll(item) {
@@ -221,6 +234,7 @@
   }
 
   async function save(state, value, version) {
+    if (!state.canEdit) return; // the right went away (Ctrl+Enter, "keep mine")
     const r = await api("PATCH", `/api/items/${itemId}/fields/${encodeURIComponent(state.name)}`,
       { value }, { "If-Match": `"${version}"` });
     if (r.status === 200) {
@@ -288,6 +302,7 @@
       const data = r.data.fields[name];
       const state = fields.get(name);
       if (state) {
+        setEditable(state, data.can_edit);
         newer(state, { value: data.value, version: data.version, by: data.updated_by, at: data.updated_at });
         return;
       }
@@ -387,6 +402,8 @@
         delay = 500;
         everLive = true;
         setConn("live");
+        // Rights may have changed while the socket was down.
+        for (const f of msg.fields || []) if (f.item === itemId) applyRights(f.readable, f.editable);
         if (msg.recovered === false) {
           // The gap could not be replayed: reload, and take the server's position.
           Object.assign(position, { epoch: msg.epoch, offset: msg.offset });
@@ -400,16 +417,9 @@
           advance(u.epoch, u.event);
         }
         break;
-      case "fields": {
-        const readable = new Set(msg.readable);
-        const editable = new Set(msg.editable || []);
-        for (const name of [...fields.keys()]) {
-          if (!readable.has(name)) { fields.get(name).section.remove(); fields.delete(name); }
-        }
-        for (const [name, state] of fields) setEditable(state, editable.has(name));
-        if (msg.readable.some((name) => !fields.has(name))) reloadItem();
+      case "fields":
+        if (msg.item === itemId) applyRights(msg.readable, msg.editable);
         break;
-      }
       case "deleted":
         markDeleted();
         dropSocket(); // nothing left to watch on this page

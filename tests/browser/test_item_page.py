@@ -10,6 +10,7 @@ import re
 from playwright.async_api import Browser, Page, expect
 
 from instance import items as items_service
+from instance import trackers as trackers_service
 from instance.config import load_settings
 from instance.db import Database
 from instance.rights import Principal
@@ -127,6 +128,32 @@ async def change_offline(site: Site, **values: str) -> None:
             await items_service.save_field(session, site.item, name, value, admin,
                                            if_match=None)
     await db.dispose()
+
+
+async def test_rights_changed_while_the_socket_was_down_apply_on_reconnect(
+    browser: Browser, site: Site,
+) -> None:
+    _, bob = await logged_in(browser, site, "bob")
+    await open_item(bob, site)
+    await expect(bob.locator("#value-notes")).to_have_text("staff only")
+    await expect(bob.locator("#field-status button.edit")).to_have_count(1)
+    site.server.stop()
+    await expect(bob.locator("#conn")).to_have_attribute("data-state", "reconnecting")
+    settings = load_settings(data_dir=site.server.data_dir, environ={})
+    db = Database(settings.effective_database_url)
+    async with db.write() as session:
+        bugs = await trackers_service.get_tracker(session, "bugs")
+        for name, change in (("notes", {"read_groups": []}), ("status", {"edit_groups": []})):
+            field = await trackers_service.get_field(session, bugs, name)
+            await trackers_service.update_field(session, field, change)
+    await db.dispose()
+    site.server.start()
+    await expect(bob.locator("#conn")).to_have_attribute("data-state", "live", timeout=15000)
+    # Notes are no longer Bob's to read, nor the status his to edit.
+    await expect(bob.locator("#field-notes")).to_have_count(0)
+    assert "staff only" not in await bob.content()
+    await expect(bob.locator("#field-status button.edit")).to_have_count(0)
+    await expect(bob.locator("#field-title button.edit")).to_have_count(1)
 
 
 async def test_unrecoverable_gap_reloads_the_item(browser: Browser, site: Site) -> None:

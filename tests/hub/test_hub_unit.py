@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from hub import connection as connection_module
 from hub.backend import FieldRights, LogRecord, Viewer
 from hub.connection import CLOSE_SESSION_ENDED, CLOSE_TOO_SLOW, MAX_PENDING, Pacer
 from hub.hub import Hub, HubConfig
@@ -363,4 +364,112 @@ async def test_subscribe_without_position_starts_from_now() -> None:
     hub.wake()
     await settle()
     assert [u["value"] for u in client.updates()] == ["new"]
+    await hub.stop()
+
+
+async def test_subscribing_to_one_item_does_not_hide_updates_of_another() -> None:
+    """The hub's cursor lags (nothing woke it) while another item is subscribed without a
+    position: the first item's updates in that gap must still arrive."""
+    hub, backend = await make_hub(poll_interval=60)
+    client = Client()
+    conn = hub.connect(viewer(1), client.send)
+    first = await hub.subscribe(conn, [1], None)
+    backend.value(1, "title", "a1")  # committed, not yet read by this hub
+    backend.value(2, "title", "b-before")
+    answer = await hub.subscribe(conn, [2], None)
+    # Not past what this process has read: item 1's update is still on its way.
+    assert answer["offset"] == first["offset"]
+    backend.value(2, "title", "b-after")
+    hub.wake()
+    await settle()
+    assert [(u["item"], u["value"]) for u in client.updates()] == [(1, "a1"), (2, "b-after")]
+    await hub.stop()
+
+
+async def test_a_catch_up_for_a_new_item_keeps_the_frame_in_log_order() -> None:
+    hub, backend = await make_hub(tick=0.5)
+    client = Client()
+    conn = hub.connect(viewer(1), client.send)
+    await hub.subscribe(conn, [1], None)
+    conn.push_control({"type": "ping"})
+    await settle(0.05)  # that round went out: the next one is due 0.5 s after it
+    start = await backend.head()
+    backend.value(2, "title", "missed")  # for item 2, before...
+    backend.value(1, "title", "live")  # ...this one for item 1, queued first
+    hub.wake()
+    await settle(0.05)
+    await hub.subscribe(conn, [2], ("e1", start))
+    await settle(0.7)
+    frames = [f for f in client.frames if f["type"] == "updates"]
+    assert len(frames) == 1
+    assert [u["value"] for u in frames[0]["updates"]] == ["missed", "live"]
+    await hub.stop()
+
+
+async def test_subscribed_answer_carries_rights_and_hides_which_items_exist() -> None:
+    hub, backend = await make_hub()
+    backend.editable = {2: {"title"}}
+    conn = hub.connect(viewer(2), Client().send)
+    answer = await hub.subscribe(conn, [1, 5000], None)
+    assert answer["fields"] == [
+        {"item": 1, "readable": ["title"], "editable": ["title"]},
+        {"item": 5000, "readable": [], "editable": []},  # no such item: no rights
+    ]
+    await hub.stop()
+
+
+async def test_rights_event_during_a_catch_up_read_does_not_empty_the_replay() -> None:
+    hub, backend = await make_hub()
+    backend.value(1, "title", "missed")
+    hub.wake()
+    await settle()
+    original = backend.replay
+
+    async def replay_while_rights_change(*args: Any) -> list[LogRecord] | None:
+        rows = await original(*args)
+        # A rights event read by the hub meanwhile empties its cache.
+        hub._rights.clear()
+        hub._readable.clear()
+        return rows
+
+    backend.replay = replay_while_rights_change  # type: ignore[method-assign]
+    client = Client()
+    conn = hub.connect(viewer(1), client.send)
+    answer = await hub.subscribe(conn, [1], ("e1", 0))
+    await settle()
+    assert answer["recovered"] is True
+    assert [u["value"] for u in client.updates()] == ["missed"]
+    await hub.stop()
+
+
+async def test_a_backlog_wider_than_the_bound_is_not_collapsed_on_every_update() -> None:
+    hub, backend = await make_hub()
+    slow = Client()
+    slow.stuck.clear()
+    conn = hub.connect(viewer(1), slow.send)
+    backend.readable[1] = {f"f{n}" for n in range(400)}
+    await hub.subscribe(conn, [1], None)
+    calls = 0
+    real = connection_module._latest_per_field
+
+    def counting(pending: list[Any]) -> list[Any]:
+        nonlocal calls
+        calls += 1
+        return real(pending)
+
+    connection_module._latest_per_field = counting  # type: ignore[assignment]
+    try:
+        for n in range(4000):
+            backend.value(1, f"f{n % 400}", n)
+        hub.wake()
+        await settle(0.3)
+        # 400 fields pending: collapsing on every update past 256 would be ~3700 sorts.
+        assert calls < 20
+        assert conn.backlog <= 2 * 400 + 1
+    finally:
+        connection_module._latest_per_field = real  # type: ignore[assignment]
+    slow.stuck.set()
+    await settle(0.2)
+    latest = {u["field"]: u["value"] for u in slow.updates()}
+    assert latest == {f"f{k}": 3600 + k for k in range(400)}
     await hub.stop()
