@@ -427,7 +427,9 @@ async def profiled(pid: int, seconds: float, out: Path) -> Callable[[], Awaitabl
     async def record() -> str:
         proc = await asyncio.create_subprocess_exec(
             "py-spy", "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-            "--rate", "200", "--threads", "--format", "raw", "-o", str(out),
+            # --nonblocking: pausing the server to sample would look like idle time to
+            # the hub's pacer (it measures the loop thread's CPU) and change what is profiled.
+            "--rate", "200", "--threads", "--nonblocking", "--format", "raw", "-o", str(out),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         _, err = await proc.communicate()
         if proc.returncode != 0:

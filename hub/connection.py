@@ -151,16 +151,18 @@ class Connection:
 
     # ---- filled by the hub (synchronous: never awaits) ----------------------------------
 
-    def push_update(self, item: int, field: str, event: int, encoded: str) -> None:
-        if event <= self.floors.get(item, 0):
+    def push_entry(self, entry: Pending) -> None:
+        """Queue one update; the hub shares one entry among all its readers."""
+        event = entry[0]
+        if event <= self.floors.get(entry[1], 0):
             return
         if self.holding is not None:
-            self.holding.append((event, item, field, encoded))
+            self.holding.append(entry)
             return
         pending = self._pending
         if pending and event < pending[-1][0]:
             self._in_order = False  # a catch-up for a newly subscribed item
-        pending.append((event, item, field, encoded))
+        pending.append(entry)
         if len(pending) > self._collapse_at:
             self._pending = _latest_per_field(pending)
             self._in_order = True
@@ -182,8 +184,8 @@ class Connection:
 
     def release_holding(self) -> None:
         held, self.holding = self.holding or [], None
-        for event, item, field, encoded in held:
-            self.push_update(item, field, event, encoded)
+        for entry in held:
+            self.push_entry(entry)
 
     def flush(self) -> None:
         """Called by the pacer: write what is pending now."""

@@ -26,6 +26,7 @@ from hub.connection import (
     CLOSE_TOO_SLOW,
     Connection,
     Pacer,
+    Pending,
     Send,
     dumps,
 )
@@ -284,15 +285,24 @@ class Hub:
         watchers = self._watchers.get(item)
         if not watchers:
             return
-        encoded: str | None = None  # once per change, shared by every reader
+        # Once per change, shared by every reader: the encoded update, its outbox entry,
+        # and the answer to "may this user read it" (many sockets share a user).
+        entry: Pending | None = None
+        allowed: dict[int | None, bool] = {}
         readable = self._readable
+        delivered = 0
         for conn in watchers:
-            if field not in readable.get((conn.viewer.user_id, tracker), ()):
+            user = conn.viewer.user_id
+            ok = allowed.get(user)
+            if ok is None:
+                ok = allowed[user] = field in readable.get((user, tracker), ())
+            if not ok:
                 continue
-            if encoded is None:
-                encoded = self._encode(rec)
-            conn.push_update(item, field, rec.event, encoded)
-            self.delivered += 1
+            if entry is None:
+                entry = (rec.event, item, field, self._encode(rec))
+            conn.push_entry(entry)
+            delivered += 1
+        self.delivered += delivered
 
     def _item_deleted(self, item: int) -> None:
         for conn in list(self._watchers.get(item, ())):
