@@ -187,6 +187,12 @@ class Connection:
         for entry in held:
             self.push_entry(entry)
 
+    def forget(self, item: int, readable: frozenset[str]) -> None:
+        """Drop queued updates of ``item`` whose field is not in ``readable`` any more."""
+        self._pending = [e for e in self._pending if e[1] != item or e[2] in readable]
+        if self.holding is not None:
+            self.holding = [e for e in self.holding if e[1] != item or e[2] in readable]
+
     def flush(self) -> None:
         """Called by the pacer: write what is pending now."""
         self._marked = False

@@ -327,7 +327,12 @@ class Hub:
                 # A socket that subscribed during the awaits above filled its own entry;
                 # a missing one reads as nothing rather than failing the whole pass.
                 now = self._rights.get((conn.viewer.user_id, tracker), FieldRights())
-                if now != conn.announced.get(item):
+                before = conn.announced.get(item)
+                if now != before:
+                    if before is None or not now.readable >= before.readable:
+                        # Queued but unsent values of a field the user may no longer
+                        # read must not go out after this point of the log either.
+                        conn.forget(item, now.readable)
                     conn.announced[item] = now
                     conn.push_control({"type": "fields", "item": item,
                                        "readable": sorted(now.readable),

@@ -473,3 +473,26 @@ async def test_a_backlog_wider_than_the_bound_is_not_collapsed_on_every_update()
     latest = {u["field"]: u["value"] for u in slow.updates()}
     assert latest == {f"f{k}": 3600 + k for k in range(400)}
     await hub.stop()
+
+
+async def test_a_revoked_field_queued_but_unsent_never_goes_out() -> None:
+    hub, backend = await make_hub()
+    client = Client()
+    client.stuck.clear()  # the socket is slow: updates wait in the outbox
+    conn = hub.connect(viewer(2), client.send)
+    backend.readable[2] = {"title", "secret"}
+    await hub.subscribe(conn, [1], None)
+    conn.push_control({"type": "ping"})  # the writer is now stuck in this send
+    await settle(0.05)
+    backend.value(1, "secret", "QUEUED SECRET")
+    backend.value(1, "title", "still fine")
+    backend.readable[2] = {"title"}
+    backend.control("rights")
+    hub.wake()
+    await settle()
+    assert conn.backlog >= 1
+    client.stuck.set()
+    await settle()
+    assert "QUEUED SECRET" not in json.dumps(client.frames)
+    assert [u["value"] for u in client.updates()] == ["still fine"]
+    await hub.stop()
