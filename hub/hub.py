@@ -78,6 +78,7 @@ class Hub:
         # alone again in _readable, which every fanned-out update looks up.
         self._rights: dict[tuple[int | None, int], FieldRights] = {}
         self._readable: dict[tuple[int | None, int], frozenset[str]] = {}
+        self._rights_generation = 0  # counts rights events read
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._pacer: Pacer | None = None
@@ -232,9 +233,13 @@ class Hub:
         return True
 
     async def _ensure_rights(self, user_id: int | None, trackers: set[int]) -> None:
-        missing = {t for t in trackers if (user_id, t) not in self._rights}
-        if missing:
+        while missing := {t for t in trackers if (user_id, t) not in self._rights}:
+            generation = self._rights_generation
             answer = await self.backend.field_rights(user_id, missing)
+            if generation != self._rights_generation:
+                # A rights event was read while we asked: the answer may predate it, and
+                # nothing would ask again. Ask again now.
+                continue
             for tracker in missing:
                 rights = answer.get(tracker, FieldRights())
                 self._rights[(user_id, tracker)] = rights
@@ -315,6 +320,7 @@ class Hub:
     async def _rights_changed(self) -> None:
         # Any rights event may change any answer: ask again for every watched tracker
         # before the next update is fanned out.
+        self._rights_generation += 1
         self._rights.clear()
         self._readable.clear()
         needed: dict[int | None, set[int]] = defaultdict(set)

@@ -496,3 +496,37 @@ async def test_a_revoked_field_queued_but_unsent_never_goes_out() -> None:
     assert "QUEUED SECRET" not in json.dumps(client.frames)
     assert [u["value"] for u in client.updates()] == ["still fine"]
     await hub.stop()
+
+
+async def test_rights_asked_before_a_rights_event_are_asked_again() -> None:
+    """A subscribe's rights question that is answered before a rights event and stored
+    after the hub read that event must not leave the old answer in the cache."""
+    hub, backend = await make_hub()
+    backend.readable[2] = {"title", "secret"}
+    gate, asked = asyncio.Event(), asyncio.Event()
+    original = backend.field_rights
+
+    async def slow_answer(user_id: int | None, trackers: Iterable[int]
+                          ) -> dict[int, FieldRights]:
+        answer = await original(user_id, trackers)  # the rights before the event
+        asked.set()
+        await gate.wait()
+        return answer
+
+    backend.field_rights = slow_answer  # type: ignore[method-assign]
+    client = Client()
+    conn = hub.connect(viewer(2), client.send)
+    subscribing = asyncio.create_task(hub.subscribe(conn, [1], None))
+    await asyncio.wait_for(asked.wait(), 2)
+    backend.readable[2] = {"title"}  # secret revoked...
+    backend.control("rights")
+    hub.wake()
+    await settle(0.05)  # ...and the hub reads the event while the question is out
+    gate.set()
+    answer = await asyncio.wait_for(subscribing, 2)
+    assert answer["fields"] == [{"item": 1, "readable": ["title"], "editable": []}]
+    backend.value(1, "secret", "AFTER REVOCATION")
+    hub.wake()
+    await settle()
+    assert "AFTER REVOCATION" not in json.dumps(client.frames)
+    await hub.stop()
