@@ -32,6 +32,7 @@ from hub.connection import (
 )
 
 log = logging.getLogger("fieldcast.hub")
+NO_RIGHTS = FieldRights()
 
 
 class Broker(Protocol):
@@ -74,10 +75,8 @@ class Hub:
         self.cursor = 0
         self.connections: set[Connection] = set()
         self._watchers: dict[int, set[Connection]] = defaultdict(set)
-        # (user, tracker) -> that user's rights on that tracker's fields; readable names
-        # alone again in _readable, which every fanned-out update looks up.
+        # (user, tracker) -> that user's rights on that tracker's fields.
         self._rights: dict[tuple[int | None, int], FieldRights] = {}
-        self._readable: dict[tuple[int | None, int], frozenset[str]] = {}
         self._rights_generation = 0  # counts rights events read
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -171,7 +170,7 @@ class Hub:
                 # Items that do not exist are accepted silently, with no rights: the
                 # answer must not reveal which ids exist. They never produce updates.
                 tracker = trackers.get(item)
-                rights = FieldRights() if tracker is None else self._rights[(user, tracker)]
+                rights = NO_RIGHTS if tracker is None else self._rights[(user, tracker)]
                 fields.append({"item": item, "readable": sorted(rights.readable),
                                "editable": sorted(rights.editable)})
                 if tracker is None:
@@ -226,7 +225,7 @@ class Hub:
         for rec in rows:
             if rec.item is None or rec.field is None or rec.tracker is None:
                 continue
-            if rec.field in self._readable.get((user, rec.tracker), ()):
+            if rec.field in self._rights.get((user, rec.tracker), NO_RIGHTS).readable:
                 replay.append((rec.event, rec.item, rec.field, self._encode(rec)))
         assert conn.holding is not None
         conn.holding[:0] = replay
@@ -241,9 +240,8 @@ class Hub:
                 # nothing would ask again. Ask again now.
                 continue
             for tracker in missing:
-                rights = answer.get(tracker, FieldRights())
+                rights = answer.get(tracker, NO_RIGHTS)
                 self._rights[(user_id, tracker)] = rights
-                self._readable[(user_id, tracker)] = rights.readable
 
     # ---- reading the log ----------------------------------------------------------------
 
@@ -294,13 +292,13 @@ class Hub:
         # and the answer to "may this user read it" (many sockets share a user).
         entry: Pending | None = None
         allowed: dict[int | None, bool] = {}
-        readable = self._readable
+        rights = self._rights
         delivered = 0
         for conn in watchers:
             user = conn.viewer.user_id
             ok = allowed.get(user)
             if ok is None:
-                ok = allowed[user] = field in readable.get((user, tracker), ())
+                ok = allowed[user] = field in rights.get((user, tracker), NO_RIGHTS).readable
             if not ok:
                 continue
             if entry is None:
@@ -313,7 +311,8 @@ class Hub:
         for conn in list(self._watchers.get(item, ())):
             tracker = conn.items.get(item)
             # Only a user who could see something of the item learns it is gone.
-            if tracker is not None and self._readable.get((conn.viewer.user_id, tracker)):
+            if tracker is not None and self._rights.get(
+                    (conn.viewer.user_id, tracker), NO_RIGHTS).readable:
                 conn.push_control({"type": "deleted", "item": item})
             self._drop_items(conn, [item])
 
@@ -322,7 +321,6 @@ class Hub:
         # before the next update is fanned out.
         self._rights_generation += 1
         self._rights.clear()
-        self._readable.clear()
         needed: dict[int | None, set[int]] = defaultdict(set)
         for conn in self.connections:
             needed[conn.viewer.user_id].update(conn.items.values())
@@ -332,7 +330,7 @@ class Hub:
             for item, tracker in conn.items.items():
                 # A socket that subscribed during the awaits above filled its own entry;
                 # a missing one reads as nothing rather than failing the whole pass.
-                now = self._rights.get((conn.viewer.user_id, tracker), FieldRights())
+                now = self._rights.get((conn.viewer.user_id, tracker), NO_RIGHTS)
                 before = conn.announced.get(item)
                 if now != before:
                     if before is None or not now.readable >= before.readable:

@@ -107,9 +107,10 @@ async def run(session: AsyncSession, statement: Executable, params: dict[str, An
 
     For the statements every save runs. ``Session.execute`` adds ORM bookkeeping that a
     Core statement on a table does not need, and building a statement anew costs its
-    construction and cache key: together about 0.4 ms per statement here, a third of a
-    save (/tmp measurements in the commit that added this). Pending ORM changes are
-    flushed first, as ``Session.execute`` would (autoflush), so statement order holds.
+    construction and cache key: on SQLite here one UPDATE took 870 us built anew through
+    the session and 481 us prebuilt on the connection (aiosqlite alone: 248 us), and a
+    save runs about ten. Pending ORM changes are flushed first, as ``Session.execute``
+    would (autoflush), so statement order holds.
     """
     if session.new or session.dirty or session.deleted:
         await session.flush()

@@ -65,13 +65,25 @@ def _raw_sender(send: Any) -> Any:
 
 
 _log, _users = ChangeLog.__table__, User.__table__
-_READ_LOG = (
+# The hub's reads of the log, prebuilt and as columns (no ORM objects): the first runs
+# after every commit.
+_LOG_ROWS = (
     select(_log.c.id, _log.c.kind, _log.c.item_id, _log.c.tracker_id, _log.c.field_name,
            _log.c.new_value, _log.c.new_version, _log.c.at, _log.c.subject_id,
            _users.c.username)
     .outerjoin(_users, _users.c.id == _log.c.actor_id)
     .where(_log.c.id > bindparam("after")).order_by(_log.c.id).limit(bindparam("limit"))
 )
+_REPLAY_ROWS = _LOG_ROWS.where(
+    _log.c.id <= bindparam("upto"), _log.c.kind == "value",
+    _log.c.item_id.in_(bindparam("items", expanding=True)),
+)
+
+
+def _record(r: Any) -> LogRecord:
+    return LogRecord(event=r.id, kind=r.kind, item=r.item_id, tracker=r.tracker_id,
+                     field=r.field_name, value=r.new_value, version=r.new_version,
+                     by=r.username, at=iso(r.at), subject=r.subject_id)
 
 
 class DatabaseBackend:
@@ -83,24 +95,10 @@ class DatabaseBackend:
         async with self.db.read() as session:
             return await log_head(session)
 
-    def _query(self) -> Any:
-        return select(ChangeLog, User.username).outerjoin(User, User.id == ChangeLog.actor_id)
-
-    @staticmethod
-    def _record(row: ChangeLog, username: str | None) -> LogRecord:
-        return LogRecord(
-            event=row.id, kind=row.kind, item=row.item_id, tracker=row.tracker_id,
-            field=row.field_name, value=row.new_value, version=row.new_version, by=username,
-            at=iso(row.at), subject=row.subject_id,
-        )
-
     async def read(self, after: int, limit: int) -> list[LogRecord]:
-        # Runs after every commit: prebuilt, columns only (no ORM objects).
         async with self.db.read() as session:
-            rows = (await run(session, _READ_LOG, {"after": after, "limit": limit})).all()
-        return [LogRecord(event=r.id, kind=r.kind, item=r.item_id, tracker=r.tracker_id,
-                          field=r.field_name, value=r.new_value, version=r.new_version,
-                          by=r.username, at=iso(r.at), subject=r.subject_id) for r in rows]
+            rows = (await run(session, _LOG_ROWS, {"after": after, "limit": limit})).all()
+        return [_record(r) for r in rows]
 
     async def replay(self, after: int, upto: int, items: Iterable[int], limit: int
                      ) -> list[LogRecord] | None:
@@ -108,15 +106,11 @@ class DatabaseBackend:
         if not ids:
             return []
         async with self.db.read() as session:
-            rows = (await session.execute(
-                self._query()
-                .where(ChangeLog.id > after, ChangeLog.id <= upto, ChangeLog.kind == "value",
-                       ChangeLog.item_id.in_(ids))
-                .order_by(ChangeLog.id).limit(limit + 1)
-            )).all()
+            rows = (await run(session, _REPLAY_ROWS, {"after": after, "upto": upto,
+                                                      "items": ids, "limit": limit + 1})).all()
         if len(rows) > limit:
             return None
-        return [self._record(r, u) for r, u in rows]
+        return [_record(r) for r in rows]
 
     async def trackers_of(self, items: Iterable[int]) -> dict[int, int]:
         ids = list(items)
