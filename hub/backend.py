@@ -9,23 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
-
-@dataclass(frozen=True, slots=True)
-class LogRecord:
-    """One change-log row as the hub sees it."""
-
-    event: int
-    kind: str  # "value", "deleted", "rights" or "session"
-    item: int | None = None
-    tracker: int | None = None
-    field: str | None = None
-    value: Any = None
-    version: int | None = None
-    by: str | None = None
-    at: str | None = None  # RFC 3339, UTC
-    subject: int | None = None  # the user a rights/session event is about
+from hub.changes import Change
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +38,11 @@ class LiveBackend(Protocol):
     async def head(self) -> int:
         """The newest event id."""
 
-    async def read(self, after: int, limit: int) -> list[LogRecord]:
+    async def read(self, after: int, limit: int) -> list[Change]:
         """Rows with id > after, in id order, at most ``limit``."""
 
     async def replay(self, after: int, upto: int, items: Iterable[int], limit: int
-                     ) -> list[LogRecord] | None:
+                     ) -> list[Change] | None:
         """Value rows after..upto for these items, in order; None if more than ``limit``."""
 
     async def trackers_of(self, items: Iterable[int]) -> dict[int, int]:

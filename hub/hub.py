@@ -14,11 +14,12 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hub.backend import FieldRights, LiveBackend, LogRecord, Viewer
+from hub.backend import FieldRights, LiveBackend, Viewer
+from hub.changes import Appended, Change, ChangeKind
 from hub.connection import (
     CLOSE_GOING_AWAY,
     CLOSE_NO_HEARTBEAT,
@@ -30,6 +31,7 @@ from hub.connection import (
     Send,
     dumps,
 )
+from protocol.documents import format_timestamp
 
 log = logging.getLogger("fieldcast.hub")
 NO_RIGHTS = FieldRights()
@@ -39,7 +41,7 @@ class Broker(Protocol):
     """Carries wake-ups between processes. See hub/broker.py."""
 
     async def start(self, wake: Any) -> None: ...
-    async def publish(self, events: list[tuple[int, int | None]]) -> None: ...
+    async def publish(self, events: list[Appended]) -> None: ...
     def watch(self, item: int) -> None: ...
     def unwatch(self, item: int) -> None: ...
     async def close(self) -> None: ...
@@ -79,6 +81,8 @@ class Hub:
         self._rights: dict[tuple[int | None, int], FieldRights] = {}
         self._rights_generation = 0  # counts rights events read
         self._wake = asyncio.Event()
+        self._to_publish: list[Appended] = []
+        self._publish_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._pacer: Pacer | None = None
         self.delivered = 0
@@ -94,6 +98,9 @@ class Hub:
             asyncio.create_task(self._read_loop(), name="fieldcast-hub-read"),
             asyncio.create_task(self._housekeeping(), name="fieldcast-hub-housekeeping"),
         ]
+        if self.broker is not None:
+            self._tasks.append(
+                asyncio.create_task(self._publish_loop(), name="fieldcast-hub-publish"))
 
     async def stop(self) -> None:
         for conn in list(self.connections):
@@ -111,11 +118,27 @@ class Hub:
     def wake(self) -> None:
         self._wake.set()
 
-    async def committed(self, events: list[tuple[int, int | None]]) -> None:
-        """Called by the instance after a commit that appended to the log."""
+    def committed(self, events: Sequence[Appended]) -> None:
+        """A change-log listener (``ChangeLog.on_commit``): a commit appended ``events``.
+
+        Wakes this process's reader at once. The wake-up for other processes goes out
+        from a task of its own, so a slow broker never delays the request that saved.
+        """
         self.wake()
         if self.broker is not None:
-            await self.broker.publish(events)
+            self._to_publish.extend(events)
+            self._publish_wake.set()
+
+    async def _publish_loop(self) -> None:
+        assert self.broker is not None
+        while True:
+            await self._publish_wake.wait()
+            self._publish_wake.clear()
+            # Commits that came while a publish was under way go out as one: a wake-up
+            # names the newest event, and readers read everything up to it.
+            events, self._to_publish = self._to_publish, []
+            if events:
+                await self.broker.publish(events)
 
     # ---- connections --------------------------------------------------------------------
 
@@ -266,22 +289,22 @@ class Hub:
                 log.exception("reading the change log failed; retrying")
                 await asyncio.sleep(self.config.poll_interval)
 
-    async def _apply(self, rec: LogRecord) -> None:
-        if rec.kind == "value":
+    async def _apply(self, rec: Change) -> None:
+        if rec.kind is ChangeKind.VALUE:
             self._fan_out(rec)
-        elif rec.kind == "deleted" and rec.item is not None:
+        elif rec.kind is ChangeKind.ITEM_DELETED and rec.item is not None:
             self._item_deleted(rec.item)
-        elif rec.kind == "rights":
+        elif rec.kind is ChangeKind.RIGHTS:
             await self._rights_changed()
-        elif rec.kind == "session" and rec.subject is not None:
+        elif rec.kind is ChangeKind.SESSION and rec.subject is not None:
             await self._sessions_changed(rec.subject)
 
-    def _encode(self, rec: LogRecord) -> str:
+    def _encode(self, rec: Change) -> str:
         return dumps({"item": rec.item, "field": rec.field, "value": rec.value,
-                      "version": rec.version, "by": rec.by, "at": rec.at,
+                      "version": rec.version, "by": rec.by, "at": format_timestamp(rec.at),
                       "event": rec.event, "epoch": self.backend.epoch})
 
-    def _fan_out(self, rec: LogRecord) -> None:
+    def _fan_out(self, rec: Change) -> None:
         item, field, tracker = rec.item, rec.field, rec.tracker
         if item is None or field is None or tracker is None:
             return

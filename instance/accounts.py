@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -12,21 +12,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance import changelog
+from instance.clock import as_utc, now
 from instance.errors import ApiError, conflict, invalid, not_found
 from instance.models import ApiToken, Group, Session, User, user_groups
 from instance.security import Passwords, check_password_strength, digest, new_api_token, new_secret
 
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(dt: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -331,9 +323,10 @@ async def user_for_token(
     return rows[0][0], rows[0][1], [gid for *_, gid in rows if gid is not None]
 
 
-async def touch_token(session: AsyncSession, secret: str) -> None:
+async def touch_token(session: AsyncSession, token_hash: str) -> None:
+    """Note that the token with this hash (``security.digest`` of it) was used now."""
     await session.execute(
-        update(ApiToken).where(ApiToken.token_hash == digest(secret)).values(last_used_at=now())
+        update(ApiToken).where(ApiToken.token_hash == token_hash).values(last_used_at=now())
     )
 
 

@@ -5,22 +5,28 @@ from __future__ import annotations
 import gc
 import logging
 import re
+from http import HTTPStatus
 from typing import Any
 
 from quart import Quart, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from hub.hub import HubConfig
-from instance import live, pages, wellknown
+from instance import pages, wellknown
 from instance.api import admin, auth, items, trackers
+from instance.changelog import ChangeLog
 from instance.config import Settings
 from instance.db import Database, current_revision, head_revision
 from instance.errors import ApiError
+from instance.live import endpoint as live
+from instance.live.service import LIVE_KEY, LiveService
 from instance.security import Passwords
 from instance.web import STATE_KEY, AppState
 from keys.store import KeyStore
+from protocol.errors import ProtocolError
 
 log = logging.getLogger("fieldcast")
+_ERROR_STATUSES = frozenset(s.value for s in HTTPStatus if 400 <= s.value < 600)
 
 
 def _snake(name: str) -> str:
@@ -76,10 +82,12 @@ def create_app(settings: Settings, *, database: Database | None = None,
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.jinja_env.policies["json.dumps_kwargs"] = {}
     db = database or Database(settings.effective_database_url)
-    app.extensions[STATE_KEY] = AppState(settings=settings, db=db, passwords=Passwords(settings))
+    change_log = ChangeLog(db)
+    app.extensions[STATE_KEY] = AppState(settings=settings, db=db, change_log=change_log,
+                                         passwords=Passwords(settings))
 
-    service = live.LiveService(settings, db, hub_config)
-    app.extensions[live.LIVE_KEY] = service
+    service = LiveService(settings, change_log, hub_config)
+    app.extensions[LIVE_KEY] = service
 
     for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp, pages.bp,
                       wellknown.bp):
@@ -101,6 +109,14 @@ def create_app(settings: Settings, *, database: Database | None = None,
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Any:
         return await error(exc.status, exc.body())
+
+    @app.errorhandler(ProtocolError)
+    async def protocol_error(exc: ProtocolError) -> Any:
+        # A peer's bad message (RemoteProtocolError) or one of ours refused by the
+        # protocol library: either way the hint says what to answer.
+        status = exc.status_hint if exc.status_hint in _ERROR_STATUSES else 400
+        return await error(status, {"error": _snake(HTTPStatus(status).phrase),
+                                    "detail": str(exc)})
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Any:

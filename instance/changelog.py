@@ -1,50 +1,237 @@
-"""Appending to the change log: the one place event ids are handed out.
+"""The change log, and its one owner.
 
-Every append records the event in ``session.info`` so that ``Database.write`` can tell
-the live hub, after the commit, that the log has grown.
+Everything that appends to the log or reads it goes through this module:
+
+- **Append**, inside the transaction that makes the change: ``append`` takes the event
+  id from the counter row (last, so ids are gap-free and in commit order) and inserts
+  the row. Only a ``LogSession`` (what ``ChangeLog.write`` opens) may append, and it
+  keeps the list of what it appended in plain sight (``LogSession.appended``).
+- **After commit**, ``ChangeLog.write`` hands that list to every listener registered
+  with ``ChangeLog.on_commit`` (the live hub, federation). Listeners are plain
+  callables that must not block: the request that saved does not wait for a broker.
+- **Read** after a cursor (``read``), **replay** a range for catch-up (``replay``), and
+  the rows a caller may read (``visible``), each as ``hub.changes.Change``.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from instance.db import run
-from instance.models import ChangeLog, EventCounter
+from hub.changes import Appended, Change, ChangeKind
+from instance.clock import as_utc
+from instance.db import Database, run
+from instance.models import ChangeLog as ChangeLogRow
+from instance.models import EventCounter, Meta, User
+from instance.rights import Principal, load_fields
 
-EVENTS_KEY = "fieldcast_events"
+log = logging.getLogger("fieldcast.changelog")
+
+Listener = Callable[[Sequence[Appended]], None]
+
+
+class LogSession(AsyncSession):
+    """A write transaction that may append to the change log.
+
+    ``appended`` lists what it appended, in order; after the commit ``ChangeLog.write``
+    tells the listeners.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.appended: list[Appended] = []
+
+
+# ---- appending ---------------------------------------------------------------------------
 
 _counter = EventCounter.__table__
+_log = ChangeLogRow.__table__
+_users = User.__table__
 _NEXT_EVENT = (update(_counter).where(_counter.c.id == 1)
                .values(value=_counter.c.value + 1).returning(_counter.c.value))
-_INSERT_EVENT = insert(ChangeLog.__table__)
+_INSERT_EVENT = insert(_log)
 
 
-async def next_event_id(session: AsyncSession) -> int:
-    # Taken last in a transaction: the counter row's lock serializes commits in id order.
-    value = (await run(session, _NEXT_EVENT, {})).scalar()
-    assert value is not None
-    return int(value)
+async def append(session: LogSession, kind: ChangeKind, *, at: datetime, **row: Any) -> int:
+    """Append one row in this transaction; return its event id.
+
+    Call it last in the transaction: the counter row's lock, taken here, serializes
+    commits in id order, and is held only from here to the commit.
+    """
+    event_id = (await run(session, _NEXT_EVENT, {})).scalar()
+    assert event_id is not None, "the initial migration writes the counter row"
+    await run(session, _INSERT_EVENT, {"id": event_id, "kind": kind.value, "at": at, **row})
+    session.appended.append((int(event_id), row.get("item_id")))
+    return int(event_id)
 
 
-async def append(session: AsyncSession, *, at: datetime, **row: Any) -> int:
-    event_id = await next_event_id(session)
-    await run(session, _INSERT_EVENT, {"id": event_id, "at": at, **row})
-    session.info.setdefault(EVENTS_KEY, []).append((event_id, row.get("item_id")))
-    return event_id
-
-
-async def rights_changed(session: AsyncSession, at: datetime, *, actor_id: int | None = None,
+async def rights_changed(session: LogSession, at: datetime, *, actor_id: int | None = None,
                          subject_id: int | None = None) -> int:
     """Who may read or edit what changed (memberships, field groups, admin flag)."""
-    return await append(session, at=at, kind="rights", actor_id=actor_id, subject_id=subject_id)
+    return await append(session, ChangeKind.RIGHTS, at=at, actor_id=actor_id,
+                        subject_id=subject_id)
 
 
-async def sessions_changed(session: AsyncSession, at: datetime, subject_id: int,
+async def sessions_changed(session: LogSession, at: datetime, subject_id: int,
                            *, actor_id: int | None = None) -> int:
     """Some logins of ``subject_id`` ended (logout, password change, account disabled)."""
-    return await append(session, at=at, kind="session", actor_id=actor_id,
+    return await append(session, ChangeKind.SESSION, at=at, actor_id=actor_id,
                         subject_id=subject_id)
+
+
+async def export_changed(session: LogSession, at: datetime, *, tracker_id: int,
+                         field_id: int, field_name: str, actor_id: int | None = None) -> int:
+    """A field's export settings changed: federation must re-check its subscribers."""
+    return await append(session, ChangeKind.EXPORT, at=at, tracker_id=tracker_id,
+                        field_id=field_id, field_name=field_name, actor_id=actor_id)
+
+
+async def field_deleted(session: LogSession, at: datetime, *, tracker_id: int, field_id: int,
+                        field_name: str, actor_id: int | None = None) -> int:
+    return await append(session, ChangeKind.FIELD_DELETED, at=at, tracker_id=tracker_id,
+                        field_id=field_id, field_name=field_name, actor_id=actor_id)
+
+
+# ---- reading -----------------------------------------------------------------------------
+
+# Prebuilt and as columns (no ORM objects): the hub runs the first after every commit.
+_ROWS = (
+    select(_log.c.id, _log.c.kind, _log.c.at, _log.c.item_id, _log.c.tracker_id,
+           _log.c.field_name, _log.c.field_id, _log.c.new_value, _log.c.new_version,
+           _log.c.old_value, _log.c.old_version, _log.c.item_version, _users.c.username,
+           _log.c.source, _log.c.subject_id)
+    .outerjoin(_users, _users.c.id == _log.c.actor_id)
+    .where(_log.c.id > bindparam("after")).order_by(_log.c.id).limit(bindparam("limit"))
+)
+_REPLAY = _ROWS.where(
+    _log.c.id <= bindparam("upto"), _log.c.kind == ChangeKind.VALUE.value,
+    _log.c.item_id.in_(bindparam("items", expanding=True)),
+)
+_HEAD = select(_counter.c.value).where(_counter.c.id == 1)
+_EPOCH = select(Meta.__table__.c.value).where(Meta.__table__.c.key == "log_epoch")
+
+
+def _change(r: Any) -> Change:
+    return Change(event=r.id, kind=ChangeKind(r.kind), at=as_utc(r.at), item=r.item_id,
+                  tracker=r.tracker_id, field=r.field_name, field_id=r.field_id,
+                  value=r.new_value, version=r.new_version, old_value=r.old_value,
+                  old_version=r.old_version, item_version=r.item_version, by=r.username,
+                  source=r.source, subject=r.subject_id)
+
+
+async def epoch(session: AsyncSession) -> str:
+    """The log's epoch: positions compare only within one epoch."""
+    value = (await run(session, _EPOCH, {})).scalar()
+    assert value is not None, "the initial migration writes log_epoch"
+    return str(value)
+
+
+async def head(session: AsyncSession) -> int:
+    """The newest event id (0 for an empty log)."""
+    return int((await run(session, _HEAD, {})).scalar() or 0)
+
+
+async def read(session: AsyncSession, after: int, limit: int) -> list[Change]:
+    """Rows with id > after, in id order, at most ``limit``."""
+    rows = (await run(session, _ROWS, {"after": after, "limit": limit})).all()
+    return [_change(r) for r in rows]
+
+
+async def replay(session: AsyncSession, after: int, upto: int, items: Iterable[int],
+                 limit: int) -> list[Change] | None:
+    """Value rows after..upto of these items, in order; None if more than ``limit``."""
+    ids = list(items)
+    if not ids:
+        return []
+    rows = (await run(session, _REPLAY, {"after": after, "upto": upto, "items": ids,
+                                         "limit": limit + 1})).all()
+    if len(rows) > limit:
+        return None
+    return [_change(r) for r in rows]
+
+
+async def visible(
+    session: AsyncSession, who: Principal, *, since: int, limit: int,
+    item_id: int | None = None, tracker_id: int | None = None,
+) -> tuple[list[Change], int, bool]:
+    """The rows after ``since`` that ``who`` may read now, the cursor to resume from,
+    and whether more rows may follow.
+
+    Clients see field values they may read and deletions of items of trackers they can
+    see something of; rights, session, export and field events are for the instance's
+    own readers. The cursor is the last row scanned, not the last returned, so a caller
+    who may read little still moves forward.
+    """
+    query = _ROWS
+    if item_id is not None:
+        query = query.where(_log.c.item_id == item_id)
+    if tracker_id is not None:
+        query = query.where(_log.c.tracker_id == tracker_id)
+    rows = [_change(r) for r in
+            (await session.execute(query, {"after": since, "limit": limit})).all()]
+    fields = await load_fields(session, {c.tracker for c in rows if c.tracker is not None})
+    by_id = {f.id: f for defs in fields.values() for f in defs}
+    out = []
+    for change in rows:
+        if change.kind is ChangeKind.ITEM_DELETED:
+            # Anyone who could read something of the tracker may learn the item is gone.
+            defs = fields.get(change.tracker or 0, [])
+            if who.is_admin or any(f.readable_by(who) for f in defs):
+                out.append(change)
+        elif change.kind is ChangeKind.VALUE:
+            f = by_id.get(change.field_id or 0)
+            if f is not None and f.readable_by(who):
+                out.append(change)
+    cursor = rows[-1].event if rows else since
+    return out, cursor, len(rows) == limit
+
+
+# ---- the owner -----------------------------------------------------------------------------
+
+
+class ChangeLog:
+    """Opens the transactions that append, and tells the log's readers after commit."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._listeners: list[Listener] = []
+
+    def on_commit(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` after every commit that appended; returns the undo."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[LogSession]:
+        """A write transaction that may append; committed when the block ends."""
+        async with self.db.write(LogSession) as session:
+            yield session
+        if session.appended:
+            for listener in list(self._listeners):
+                try:
+                    listener(session.appended)
+                except Exception:  # the change is committed: readers poll and catch up
+                    log.exception("a change-log listener failed")
+
+    async def head(self) -> int:
+        async with self.db.read() as session:
+            return await head(session)
+
+    async def epoch(self) -> str:
+        async with self.db.read() as session:
+            return await epoch(session)
+
+    async def read(self, after: int, limit: int) -> list[Change]:
+        async with self.db.read() as session:
+            return await read(session, after, limit)
+
+    async def replay(self, after: int, upto: int, items: Iterable[int], limit: int
+                     ) -> list[Change] | None:
+        async with self.db.read() as session:
+            return await replay(session, after, upto, items, limit)

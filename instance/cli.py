@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance import accounts, trackers
+from instance.changelog import ChangeLog
 from instance.config import CONFIG_FILENAME, ConfigError, Settings, load_settings, render_toml
 from instance.db import Database, migrate
 from instance.errors import ApiError
@@ -89,7 +90,7 @@ def _run(
 ) -> Any:
     async def inner(db: Database) -> Any:
         await migrate(db.engine)
-        async with db.write() if write else db.read() as session:
+        async with ChangeLog(db).write() if write else db.read() as session:
             return await work(db, session)
 
     return asyncio.run(_with_db(settings, inner))

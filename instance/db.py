@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -14,6 +14,8 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Result
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.sql import Executable
+
+S = TypeVar("S", bound=AsyncSession)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -61,11 +63,6 @@ class Database:
         self.engine = make_engine(url)
         self.is_sqlite = url.startswith("sqlite")
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
-        # Called after a commit that appended to the change log, with [(event id,
-        # item id or None)]: how the live hub learns there is something to read.
-        self.after_commit: Callable[[list[tuple[int, int | None]]], Awaitable[None]] | None = (
-            None
-        )
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -74,28 +71,24 @@ class Database:
                 yield session
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
+    async def write(self, session_class: type[S] = AsyncSession  # type: ignore[assignment]
+                    ) -> AsyncIterator[S]:
+        """A write transaction, committed when the block ends. Writes that append to the
+        change log open it through ``instance.changelog.ChangeLog.write`` instead."""
         if self._write_lock is None:
-            async with AsyncSession(self.engine, expire_on_commit=False) as session:
+            async with session_class(self.engine, expire_on_commit=False) as session:
                 async with session.begin():
                     yield session
-                await self._committed(session)
             return
         async with self._write_lock:
             conn = await self.engine.connect()
             try:
                 conn = await conn.execution_options(fieldcast_begin="BEGIN IMMEDIATE")
-                async with AsyncSession(bind=conn, expire_on_commit=False) as session:
+                async with session_class(bind=conn, expire_on_commit=False) as session:
                     async with session.begin():
                         yield session
             finally:
                 await conn.close()
-        await self._committed(session)
-
-    async def _committed(self, session: AsyncSession) -> None:
-        events = session.info.pop("fieldcast_events", None)
-        if events and self.after_commit is not None:
-            await self.after_commit(events)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -1,4 +1,4 @@
-"""Items, per-field saves with optimistic locking, and the change log.
+"""Items, and per-field saves with optimistic locking.
 
 Every accepted change, in ONE transaction: the value and its version, the item version,
 an event id from the counter row, and a change-log row. Lock order is always
@@ -18,35 +18,15 @@ from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.changes import Change, ChangeKind
 from instance import changelog
 from instance.accounts import iso, now
+from instance.changelog import LogSession
 from instance.db import run
 from instance.errors import ApiError, conflict, forbidden, invalid, not_found
 from instance.fieldtypes import FieldTypeError, validate_value
-from instance.models import ChangeLog, EventCounter, FieldValue, Item, Meta, Tracker, User
+from instance.models import FieldValue, Item, Tracker, User
 from instance.rights import FieldDef, Principal, load_fields
-
-
-@dataclass(frozen=True)
-class Change:
-    """One accepted field change, as the change log and the hub see it."""
-
-    event_id: int
-    item_id: int
-    tracker_id: int
-    field_id: int
-    field_name: str
-    value: Any
-    version: int
-    item_version: int
-    actor: str | None
-    at: datetime
-
-
-async def log_epoch(session: AsyncSession) -> str:
-    value = await session.scalar(select(Meta.value).where(Meta.key == "log_epoch"))
-    assert value is not None, "the initial migration writes log_epoch"
-    return value
 
 
 async def get_item(session: AsyncSession, item_id: int) -> tuple[Item, Tracker]:
@@ -205,7 +185,7 @@ class Current:
 
 
 async def _apply(
-    session: AsyncSession, item_id: int, tracker_id: int, f: FieldDef, value: Any,
+    session: LogSession, item_id: int, tracker_id: int, f: FieldDef, value: Any,
     who: Principal, old: Current, at: datetime, source: str,
 ) -> Change:
     await run(session, _SET_VALUE, {"b_item": item_id, "b_field": f.id, "b_value": value,
@@ -213,15 +193,16 @@ async def _apply(
                                     "b_by": who.user_id})
     item_version = await _bump_item(session, item_id)
     event_id = await changelog.append(
-        session, at=at, kind="value", item_id=item_id, tracker_id=tracker_id, field_id=f.id,
-        field_name=f.name, old_version=old.version, new_version=old.version + 1,
-        item_version=item_version, old_value=old.value, new_value=value,
-        actor_id=who.user_id, source=source,
+        session, ChangeKind.VALUE, at=at, item_id=item_id, tracker_id=tracker_id,
+        field_id=f.id, field_name=f.name, old_version=old.version,
+        new_version=old.version + 1, item_version=item_version, old_value=old.value,
+        new_value=value, actor_id=who.user_id, source=source,
     )
     return Change(
-        event_id=event_id, item_id=item_id, tracker_id=tracker_id, field_id=f.id,
-        field_name=f.name, value=value, version=old.version + 1, item_version=item_version,
-        actor=who.username, at=at,
+        event=event_id, kind=ChangeKind.VALUE, at=at, item=item_id, tracker=tracker_id,
+        field=f.name, field_id=f.id, value=value, version=old.version + 1,
+        old_value=old.value, old_version=old.version, item_version=item_version,
+        by=who.username, source=source,
     )
 
 
@@ -235,7 +216,7 @@ class SaveResult:
 
 
 async def save_field(
-    session: AsyncSession,
+    session: LogSession,
     item_id: int,
     field_name: str,
     raw_value: Any,
@@ -243,7 +224,7 @@ async def save_field(
     *,
     if_match: int | None,
 ) -> SaveResult:
-    """Save one field of one item. Must run in a write transaction (Database.write)."""
+    """Save one field of one item, in a transaction of ``ChangeLog.write``."""
     item = (await run(session, _ITEM_FOR_SAVE, {"b_item": item_id})).first()
     if item is None:
         raise not_found(f"item {item_id}")
@@ -289,7 +270,7 @@ async def save_field(
 
 
 async def create_item(
-    session: AsyncSession, tracker: Tracker, fields: list[FieldDef], who: Principal,
+    session: LogSession, tracker: Tracker, fields: list[FieldDef], who: Principal,
     values: dict[str, Any],
 ) -> tuple[Item, list[Change]]:
     if not isinstance(values, dict):
@@ -325,74 +306,10 @@ async def create_item(
     return item, changes
 
 
-async def delete_item(session: AsyncSession, item_id: int, who: Principal) -> None:
+async def delete_item(session: LogSession, item_id: int, who: Principal) -> None:
     """Delete an item and its values; the log keeps its history and records the deletion."""
     item, tracker = await get_item(session, item_id)
     await session.delete(item)
     await session.flush()
-    await changelog.append(session, at=now(), kind="deleted", item_id=item.id,
+    await changelog.append(session, ChangeKind.ITEM_DELETED, at=now(), item_id=item.id,
                            tracker_id=tracker.id, actor_id=who.user_id)
-
-
-# ---- the change log --------------------------------------------------------------------
-
-
-async def changes_since(
-    session: AsyncSession, who: Principal, *, since: int, limit: int,
-    item_id: int | None = None, tracker_id: int | None = None,
-) -> tuple[list[dict[str, Any]], int, bool]:
-    """Log rows after ``since`` that the caller may read now, the cursor to resume from,
-    and whether more rows may follow.
-
-    The cursor is the last row scanned, not the last returned, so a caller who may read
-    little still moves forward.
-    """
-    query = select(ChangeLog, User.username).outerjoin(User, User.id == ChangeLog.actor_id)
-    query = query.where(ChangeLog.id > since)
-    if item_id is not None:
-        query = query.where(ChangeLog.item_id == item_id)
-    if tracker_id is not None:
-        query = query.where(ChangeLog.tracker_id == tracker_id)
-    rows = (await session.execute(query.order_by(ChangeLog.id).limit(limit))).all()
-    fields = await load_fields(session, {row.tracker_id for row, _ in rows if row.tracker_id})
-    by_id = {f.id: f for defs in fields.values() for f in defs}
-    trackers = dict(
-        (await session.execute(
-            select(Tracker.id, Tracker.slug).where(Tracker.id.in_(list(fields)))
-        )).all()
-    )
-    out = []
-    for row, username in rows:
-        if row.kind == "deleted":
-            # Anyone who could read something of the tracker may learn the item is gone.
-            if who.is_admin or any(f.readable_by(who) for f in fields.get(row.tracker_id, [])):
-                out.append({"event": row.id, "item": row.item_id,
-                            "tracker": trackers.get(row.tracker_id), "deleted": True,
-                            "by": username, "at": iso(row.at)})
-            continue
-        if row.kind != "value":
-            continue  # rights and session events are for the live hub, not for clients
-        f = by_id.get(row.field_id)
-        if f is None or not f.readable_by(who):
-            continue
-        out.append({
-            "event": row.id,
-            "item": row.item_id,
-            "tracker": trackers.get(row.tracker_id),
-            "field": row.field_name,
-            "old_version": row.old_version,
-            "version": row.new_version,
-            "item_version": row.item_version,
-            "value": row.new_value,
-            "old_value": row.old_value,
-            "by": username,
-            "source": row.source,
-            "at": iso(row.at),
-        })
-    cursor = rows[-1][0].id if rows else since
-    return out, cursor, len(rows) == limit
-
-
-async def log_head(session: AsyncSession) -> int:
-    value = await session.scalar(select(EventCounter.value).where(EventCounter.id == 1))
-    return int(value or 0)

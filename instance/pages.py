@@ -14,7 +14,7 @@ from quart import Blueprint, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers.response import Response
 
-from instance import items, trackers
+from instance import changelog, items, trackers
 from instance.api.trackers import visible
 from instance.errors import ApiError
 from instance.models import Tracker
@@ -78,7 +78,7 @@ async def item(item_id: int) -> str | Response:
     user, who = await caller()
     async with db().read() as session:
         # The position first: anything committed after it is replayed by the socket.
-        epoch, offset = await items.log_epoch(session), await items.log_head(session)
+        epoch, offset = await changelog.epoch(session), await changelog.head(session)
         found, tracker_row = await items.get_item(session, item_id)
         fields = await trackers.tracker_fields(session, tracker_row)
         if not (who.is_admin or items.readable(fields, who)):

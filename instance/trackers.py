@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,6 +38,15 @@ async def get_tracker(session: AsyncSession, slug: str) -> Tracker:
     if tracker is None:
         raise not_found(f"tracker {slug!r}")
     return tracker
+
+
+async def slugs(session: AsyncSession, ids: Iterable[int]) -> dict[int, str]:
+    """tracker id -> slug, for the trackers that exist."""
+    wanted = list(ids)
+    if not wanted:
+        return {}
+    rows = await session.execute(select(Tracker.id, Tracker.slug).where(Tracker.id.in_(wanted)))
+    return {tid: slug for tid, slug in rows.all()}
 
 
 def tracker_json(tracker: Tracker, fields: list[FieldDef], who: Principal,

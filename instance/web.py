@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,12 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance import accounts
 from instance.accounts import as_utc, now
+from instance.changelog import ChangeLog
 from instance.config import Settings
 from instance.db import Database
 from instance.errors import ApiError
 from instance.models import User
 from instance.rights import Principal, builtin_group_ids, principal_from
-from instance.security import SESSION_COOKIE, TOKEN_PREFIX, Passwords
+from instance.security import SESSION_COOKIE, TOKEN_PREFIX, Passwords, digest
 from keys.store import KeyStore
 
 STATE_KEY = "fieldcast"
@@ -27,6 +28,7 @@ STATE_KEY = "fieldcast"
 class AppState:
     settings: Settings
     db: Database
+    change_log: ChangeLog
     passwords: Passwords
     keys: KeyStore | None = None
     _builtin: dict[str, int] | None = None
@@ -46,58 +48,87 @@ def db() -> Database:
     return state().db
 
 
+def change_log() -> ChangeLog:
+    return state().change_log
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who presented which credential: what both requests and sockets need to know."""
+
+    user: User | None
+    member_of: list[int]
+    via: str  # "session", "token" or "anonymous"
+    credential: tuple[str, str] | None = None  # (via, hash of the secret)
+    expires_at: datetime | None = None  # sessions end by themselves; tokens do not
+    last_used: datetime | None = None  # tokens only
+
+
+ANONYMOUS = Identity(None, [], "anonymous")
+
+
+async def identify(session: AsyncSession, authorization: str, cookie: str | None) -> Identity:
+    """The user behind an ``Authorization`` header or a session cookie.
+
+    A bearer token that is malformed or unknown is an error (401): a script that sent
+    one must hear so. A stale session cookie is not: the browser is simply logged out.
+    """
+    if authorization:
+        scheme, _, secret = authorization.partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret.startswith(TOKEN_PREFIX):
+            raise ApiError(401, "bad_token", "Authorization must be 'Bearer fc_…' "
+                           "with an API token from POST /api/tokens")
+        found = await accounts.user_for_token(session, secret)
+        if found is None:
+            raise ApiError(401, "bad_token", "this API token is unknown, revoked, or "
+                           "belongs to a disabled account")
+        user, last_used, member_of = found
+        return Identity(user, member_of, "token", ("token", digest(secret)),
+                        last_used=last_used)
+    if cookie and (logged_in := await accounts.user_for_session(session, cookie)) is not None:
+        user, member_of, expires_at = logged_in
+        return Identity(user, member_of, "session", ("session", digest(cookie)),
+                        expires_at=expires_at)
+    return ANONYMOUS
+
+
+def same_origin(origin: str | None, host: str) -> bool:
+    """Whether a request's ``Origin`` is this instance (or absent, as from scripts).
+
+    Cookies ride along on cross-site requests, so whatever a cookie authorizes checks
+    this: a state-changing request or a socket from another site is a forgery.
+    """
+    if origin is None:
+        return True
+    own, theirs = urlsplit(state().settings.base_url), urlsplit(origin)
+    return (theirs.scheme, theirs.netloc) == (own.scheme, own.netloc) or theirs.netloc == host
+
+
 async def caller() -> tuple[User | None, Principal]:
     """The user behind this request and their groups: one query, once per request."""
     if "fc_principal" in g:
         return g.fc_user, g.fc_principal
-    user: User | None = None
-    member_of: list[int] = []
-    via = "anonymous"
-    last_used = None
-    auth = request.headers.get("Authorization", "")
     async with db().read() as session:
-        if auth:
-            scheme, _, secret = auth.partition(" ")
-            secret = secret.strip()
-            if scheme.lower() != "bearer" or not secret.startswith(TOKEN_PREFIX):
-                raise ApiError(401, "bad_token", "Authorization must be 'Bearer fc_…' "
-                               "with an API token from POST /api/tokens")
-            found = await accounts.user_for_token(session, secret)
-            if found is None:
-                raise ApiError(401, "bad_token", "this API token is unknown, revoked, or "
-                               "belongs to a disabled account")
-            user, last_used, member_of = found
-            via = "token"
-        elif cookie := request.cookies.get(SESSION_COOKIE):
-            if (logged_in := await accounts.user_for_session(session, cookie)) is not None:
-                user, member_of, _expires = logged_in
-                via = "session"
+        who = await identify(session, request.headers.get("Authorization", ""),
+                             request.cookies.get(SESSION_COOKIE))
         builtin = await state().builtin_groups(session)
-    principal = principal_from(user, member_of, builtin)
-    if via == "session" and request.method not in ("GET", "HEAD", "OPTIONS"):
-        _check_origin()
-    if via == "token" and (last_used is None or now() - as_utc(last_used) > timedelta(minutes=1)):
+    principal = principal_from(who.user, who.member_of, builtin)
+    if who.via == "session" and request.method not in ("GET", "HEAD", "OPTIONS"):
+        origin = request.headers.get("Origin")
+        # Our JSON-only bodies stop plain forms; this stops the rest.
+        if not same_origin(origin, request.headers.get("Host", "")):
+            raise ApiError(403, "cross_origin",
+                           f"requests from {origin} may not use this instance's login cookie")
+    if who.via == "token" and (who.last_used is None
+                               or now() - as_utc(who.last_used) > timedelta(minutes=1)):
         # At most one write per token per minute: a busy script should not turn every
         # read into a write.
+        assert who.credential is not None
         async with db().write() as session:
-            await accounts.touch_token(session, secret)
-    g.fc_user, g.fc_principal, g.fc_via = user, principal, via
-    return user, principal
-
-
-def _check_origin() -> None:
-    # Cookies ride along on cross-site requests; a state-changing request whose Origin is
-    # another site is a forgery (our JSON-only bodies stop plain forms; this stops the rest).
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return
-    own = urlsplit(state().settings.base_url)
-    theirs = urlsplit(origin)
-    host = request.headers.get("Host", "")
-    if (theirs.scheme, theirs.netloc) != (own.scheme, own.netloc) and theirs.netloc != host:
-        raise ApiError(
-            403, "cross_origin", f"requests from {origin} may not use this instance's login cookie"
-        )
+            await accounts.touch_token(session, who.credential[1])
+    g.fc_user, g.fc_principal, g.fc_via = who.user, principal, who.via
+    return who.user, principal
 
 
 async def principal() -> Principal:

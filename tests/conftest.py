@@ -127,7 +127,7 @@ class Env:
 
     async def user(self, username: str, *, admin: bool = False, groups: tuple[str, ...] = ()
                    ) -> None:
-        async with self.state.db.write() as session:
+        async with self.state.change_log.write() as session:
             await accounts.create_user(
                 session, self.state.passwords, username=username, password=PASSWORD,
                 is_admin=admin, groups=list(groups),

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from instance import accounts
 from instance.errors import forbidden, invalid
 from instance.models import Group, User
-from instance.web import db, json_body, require_admin, require_login, state
+from instance.web import change_log, db, json_body, require_admin, require_login, state
 
 bp = Blueprint("admin", __name__, url_prefix="/api")
 
@@ -28,7 +28,7 @@ async def create_user():  # type: ignore[no-untyped-def]
     allowed = {"username", "password", "display_name", "is_admin", "groups"}
     if set(data) - allowed:
         raise invalid(f"unknown member(s) {', '.join(sorted(set(data) - allowed))}")
-    async with db().write() as session:
+    async with change_log().write() as session:
         user = await accounts.create_user(
             session, state().passwords,
             username=data.get("username"), password=data.get("password"),
@@ -51,7 +51,7 @@ async def get_user(username: str):  # type: ignore[no-untyped-def]
 async def update_user(username: str):  # type: ignore[no-untyped-def]
     me, _ = await require_admin()
     data = await json_body()
-    async with db().write() as session:
+    async with change_log().write() as session:
         user = await accounts.get_user(session, username)
         if user.id == me.id and (data.get("is_admin") is False or data.get("disabled")):
             raise forbidden("you may not remove your own admin right or disable yourself; "
@@ -76,7 +76,7 @@ async def list_groups():  # type: ignore[no-untyped-def]
 async def create_group():  # type: ignore[no-untyped-def]
     await require_admin()
     data = await json_body()
-    async with db().write() as session:
+    async with change_log().write() as session:
         group = await accounts.create_group(
             session, data.get("name"), data.get("description", "")
         )
@@ -87,7 +87,7 @@ async def create_group():  # type: ignore[no-untyped-def]
 @bp.delete("/groups/<name>")
 async def delete_group(name: str):  # type: ignore[no-untyped-def]
     await require_admin()
-    async with db().write() as session:
+    async with change_log().write() as session:
         await accounts.delete_group(session, name)
     return "", 204
 
@@ -95,7 +95,7 @@ async def delete_group(name: str):  # type: ignore[no-untyped-def]
 @bp.put("/groups/<name>/members/<username>")
 async def add_member(name: str, username: str):  # type: ignore[no-untyped-def]
     await require_admin()
-    async with db().write() as session:
+    async with change_log().write() as session:
         await accounts.set_membership(session, name, username, True)
     return "", 204
 
@@ -103,6 +103,6 @@ async def add_member(name: str, username: str):  # type: ignore[no-untyped-def]
 @bp.delete("/groups/<name>/members/<username>")
 async def remove_member(name: str, username: str):  # type: ignore[no-untyped-def]
     await require_admin()
-    async with db().write() as session:
+    async with change_log().write() as session:
         await accounts.set_membership(session, name, username, False)
     return "", 204

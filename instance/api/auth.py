@@ -10,7 +10,7 @@ from instance.accounts import now
 from instance.errors import not_found
 from instance.models import ApiToken
 from instance.security import SESSION_COOKIE
-from instance.web import caller, db, json_body, require_login, state
+from instance.web import caller, change_log, db, json_body, require_login, state
 
 bp = Blueprint("auth", __name__, url_prefix="/api")
 
@@ -19,7 +19,7 @@ bp = Blueprint("auth", __name__, url_prefix="/api")
 async def login():  # type: ignore[no-untyped-def]
     data = await json_body()
     settings = state().settings
-    async with db().write() as session:
+    async with change_log().write() as session:
         user = await accounts.authenticate(
             session, state().passwords, data.get("username"), data.get("password")
         )
@@ -38,7 +38,7 @@ async def logout():  # type: ignore[no-untyped-def]
     await caller()  # checks Origin for cookie-authenticated requests
     token = request.cookies.get(SESSION_COOKIE)
     if token:
-        async with db().write() as session:
+        async with change_log().write() as session:
             await accounts.close_session(session, token)
     response = await make_response("", 204)
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -66,7 +66,7 @@ async def list_tokens():  # type: ignore[no-untyped-def]
 async def create_token():  # type: ignore[no-untyped-def]
     user, _ = await require_login()
     data = await json_body()
-    async with db().write() as session:
+    async with change_log().write() as session:
         token, secret = await accounts.create_token(session, user, data.get("name"))
         body = accounts.token_json(token)
     # The secret is shown once; only its hash is kept.
@@ -76,7 +76,7 @@ async def create_token():  # type: ignore[no-untyped-def]
 @bp.delete("/tokens/<int:token_id>")
 async def revoke_token(token_id: int):  # type: ignore[no-untyped-def]
     user, _ = await require_login()
-    async with db().write() as session:
+    async with change_log().write() as session:
         result = await session.execute(
             delete(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user.id)
         )

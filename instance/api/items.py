@@ -7,10 +7,11 @@ from typing import Any
 
 from quart import Blueprint, request
 
-from instance import items, trackers
+from hub.changes import Change, ChangeKind
+from instance import changelog, items, trackers
 from instance.accounts import iso
 from instance.errors import ApiError, not_found
-from instance.web import db, int_arg, json_body, principal, require_admin
+from instance.web import change_log, db, int_arg, json_body, principal, require_admin
 
 bp = Blueprint("items", __name__, url_prefix="/api")
 
@@ -61,7 +62,7 @@ async def create_item(slug: str):  # type: ignore[no-untyped-def]
     data = await json_body()
     if set(data) - {"fields"}:
         raise ApiError(422, "invalid", 'the body is {"fields": {name: value, ...}}')
-    async with db().write() as session:
+    async with change_log().write() as session:
         tracker = await trackers.get_tracker(session, slug)
         fields = await trackers.tracker_fields(session, tracker)
         if not (who.is_admin or items.readable(fields, who)):
@@ -91,7 +92,7 @@ async def get_item(item_id: int):  # type: ignore[no-untyped-def]
 @bp.delete("/items/<int:item_id>")
 async def delete_item(item_id: int):  # type: ignore[no-untyped-def]
     _, who = await require_admin()
-    async with db().write() as session:
+    async with change_log().write() as session:
         await items.delete_item(session, item_id, who)
     return "", 204
 
@@ -113,7 +114,7 @@ async def save_field(item_id: int, name: str):  # type: ignore[no-untyped-def]
     if set(data) != {"value"}:
         raise ApiError(422, "invalid", 'the body is {"value": <the new value>}; '
                        "use null to clear the field")
-    async with db().write() as session:
+    async with change_log().write() as session:
         result = await items.save_field(
             session, item_id, name, data["value"], who, if_match=if_match
         )
@@ -126,9 +127,22 @@ async def save_field(item_id: int, name: str):  # type: ignore[no-untyped-def]
         "updated_at": iso(result.updated_at),
         "updated_by": result.updated_by,
         "changed": change is not None,
-        "event": change.event_id if change else None,
+        "event": change.event if change else None,
         "item_version": change.item_version if change else None,
     }, 200, {"ETag": f'"{result.version}"'}
+
+
+def change_json(change: Change, trackers: dict[int, str]) -> dict[str, Any]:
+    """A change-log row as ``/api/changes`` shows it."""
+    tracker = trackers.get(change.tracker) if change.tracker is not None else None
+    if change.kind is ChangeKind.ITEM_DELETED:
+        return {"event": change.event, "item": change.item, "tracker": tracker,
+                "deleted": True, "by": change.by, "at": iso(change.at)}
+    return {"event": change.event, "item": change.item, "tracker": tracker,
+            "field": change.field, "old_version": change.old_version,
+            "version": change.version, "item_version": change.item_version,
+            "value": change.value, "old_value": change.old_value, "by": change.by,
+            "source": change.source, "at": iso(change.at)}
 
 
 @bp.get("/changes")
@@ -142,13 +156,14 @@ async def changes():  # type: ignore[no-untyped-def]
     async with db().read() as session:
         if slug := request.args.get("tracker"):
             tracker_id = (await trackers.get_tracker(session, slug)).id
-        rows, cursor, more = await items.changes_since(
+        rows, cursor, more = await changelog.visible(
             session, who, since=since, limit=limit, item_id=item_id, tracker_id=tracker_id
         )
+        slugs = await trackers.slugs(session, {c.tracker for c in rows if c.tracker is not None})
         return {
-            "epoch": await items.log_epoch(session),
-            "changes": rows,
+            "epoch": await changelog.epoch(session),
+            "changes": [change_json(c, slugs) for c in rows],
             "next": cursor,
             "more": more,
-            "head": await items.log_head(session),
+            "head": await changelog.head(session),
         }

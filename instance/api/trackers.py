@@ -9,7 +9,7 @@ from instance import trackers
 from instance.errors import not_found
 from instance.models import Tracker
 from instance.rights import FieldDef, Principal, load_fields
-from instance.web import db, json_body, principal, require_admin
+from instance.web import change_log, db, json_body, principal, require_admin
 
 bp = Blueprint("trackers", __name__, url_prefix="/api/trackers")
 
@@ -36,7 +36,7 @@ async def list_trackers():  # type: ignore[no-untyped-def]
 async def create_tracker():  # type: ignore[no-untyped-def]
     _, who = await require_admin()
     data = await json_body()
-    async with db().write() as session:
+    async with change_log().write() as session:
         tracker = await trackers.create_tracker(session, data)
         return trackers.tracker_json(tracker, [], who, {}), 201
 
@@ -59,7 +59,7 @@ async def get_tracker(slug: str):  # type: ignore[no-untyped-def]
 async def update_tracker(slug: str):  # type: ignore[no-untyped-def]
     _, who = await require_admin()
     data = await json_body()
-    async with db().write() as session:
+    async with change_log().write() as session:
         await trackers.update_tracker(session, await trackers.get_tracker(session, slug), data)
     return await _tracker_view(slug, who)
 
@@ -68,7 +68,7 @@ async def update_tracker(slug: str):  # type: ignore[no-untyped-def]
 async def create_field(slug: str):  # type: ignore[no-untyped-def]
     _, who = await require_admin()
     data = await json_body()
-    async with db().write() as session:
+    async with change_log().write() as session:
         tracker = await trackers.get_tracker(session, slug)
         field = await trackers.create_field(session, tracker, data)
         name = field.name
@@ -79,7 +79,7 @@ async def create_field(slug: str):  # type: ignore[no-untyped-def]
 async def update_field(slug: str, name: str):  # type: ignore[no-untyped-def]
     _, who = await require_admin()
     data = await json_body()
-    async with db().write() as session:
+    async with change_log().write() as session:
         tracker = await trackers.get_tracker(session, slug)
         await trackers.update_field(session, await trackers.get_field(session, tracker, name),
                                     data)

@@ -11,6 +11,7 @@ from playwright.async_api import Browser, Page, expect
 
 from instance import items as items_service
 from instance import trackers as trackers_service
+from instance.changelog import ChangeLog
 from instance.config import load_settings
 from instance.db import Database
 from instance.rights import Principal
@@ -122,7 +123,7 @@ async def change_offline(site: Site, **values: str) -> None:
     """Change fields while the server is down, as another process would."""
     settings = load_settings(data_dir=site.server.data_dir, environ={})
     db = Database(settings.effective_database_url)
-    async with db.write() as session:
+    async with ChangeLog(db).write() as session:
         admin = Principal(1, "admin", True, frozenset())
         for name, value in values.items():
             await items_service.save_field(session, site.item, name, value, admin,
@@ -141,7 +142,7 @@ async def test_rights_changed_while_the_socket_was_down_apply_on_reconnect(
     await expect(bob.locator("#conn")).to_have_attribute("data-state", "reconnecting")
     settings = load_settings(data_dir=site.server.data_dir, environ={})
     db = Database(settings.effective_database_url)
-    async with db.write() as session:
+    async with ChangeLog(db).write() as session:
         bugs = await trackers_service.get_tracker(session, "bugs")
         for name, change in (("notes", {"read_groups": []}), ("status", {"edit_groups": []})):
             field = await trackers_service.get_field(session, bugs, name)

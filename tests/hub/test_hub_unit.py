@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from hub import connection as connection_module
-from hub.backend import FieldRights, LogRecord, Viewer
+from hub.backend import FieldRights, Viewer
+from hub.changes import Change, ChangeKind
 from hub.connection import CLOSE_SESSION_ENDED, CLOSE_TOO_SLOW, MAX_PENDING, Pacer
 from hub.hub import Hub, HubConfig
 
@@ -23,31 +24,32 @@ class MemoryBackend:
     epoch = "e1"
 
     def __init__(self) -> None:
-        self.log: list[LogRecord] = []
+        self.log: list[Change] = []
         self.readable: dict[int | None, set[str]] = {}
         self.editable: dict[int | None, set[str]] = {}
         self.valid: set[int | None] = {None, 1, 2}
         self.reads = 0
 
-    def value(self, item: int, field: str, value: Any) -> LogRecord:
-        rec = LogRecord(event=len(self.log) + 1, kind="value", item=item, tracker=1,
-                        field=field, value=value, version=len(self.log) + 1, by="u",
-                        at="2026-01-01T00:00:00Z")
+    def value(self, item: int, field: str, value: Any) -> Change:
+        rec = Change(event=len(self.log) + 1, kind=ChangeKind.VALUE, item=item, tracker=1,
+                     field=field, value=value, version=len(self.log) + 1, by="u",
+                     at=datetime(2026, 1, 1, tzinfo=UTC))
         self.log.append(rec)
         return rec
 
     def control(self, kind: str, subject: int | None = None) -> None:
-        self.log.append(LogRecord(event=len(self.log) + 1, kind=kind, subject=subject))
+        self.log.append(Change(event=len(self.log) + 1, kind=ChangeKind(kind), subject=subject,
+                               at=datetime(2026, 1, 1, tzinfo=UTC)))
 
     async def head(self) -> int:
         return len(self.log)
 
-    async def read(self, after: int, limit: int) -> list[LogRecord]:
+    async def read(self, after: int, limit: int) -> list[Change]:
         self.reads += 1
         return self.log[after:after + limit]
 
     async def replay(self, after: int, upto: int, items: Iterable[int], limit: int
-                     ) -> list[LogRecord] | None:
+                     ) -> list[Change] | None:
         wanted = set(items)
         rows = [r for r in self.log[after:upto] if r.kind == "value" and r.item in wanted]
         return None if len(rows) > limit else rows
@@ -336,7 +338,7 @@ async def test_read_failure_is_retried_from_the_same_cursor() -> None:
     real_read = backend.read
     failures = 2
 
-    async def flaky(after: int, limit: int) -> list[LogRecord]:
+    async def flaky(after: int, limit: int) -> list[Change]:
         nonlocal failures
         if failures:
             failures -= 1
@@ -425,7 +427,7 @@ async def test_rights_event_during_a_catch_up_read_does_not_empty_the_replay() -
     await settle()
     original = backend.replay
 
-    async def replay_while_rights_change(*args: Any) -> list[LogRecord] | None:
+    async def replay_while_rights_change(*args: Any) -> list[Change] | None:
         rows = await original(*args)
         # A rights event read by the hub meanwhile empties its cache.
         hub._rights.clear()

@@ -235,9 +235,10 @@ async def test_change_from_another_process_is_seen(env: Env, settings: Settings)
         # A second Database on the same URL stands for another process.
         other = Database(settings.effective_database_url)
         from instance import items as items_service
+        from instance.changelog import ChangeLog
         from instance.rights import principal_for
 
-        async with other.write() as session:
+        async with ChangeLog(other).write() as session:
             who = await principal_for(session, None)
             who = who.__class__(None, "cli", True, who.group_ids)
             await items_service.save_field(session, item, "title", "from cli", who,
