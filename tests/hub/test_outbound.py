@@ -35,6 +35,7 @@ from hub.outbound import (
     OutboundResponse,
     OutboundTimeout,
     ResponseTooLarge,
+    system_resolver,
 )
 from protocol.addresses import AddressPolicy
 
@@ -525,3 +526,8 @@ async def test_bad_arguments_are_value_errors() -> None:
 def test_address_refused_can_be_made_from_a_sentence() -> None:
     error = AddressRefused("callback host is on the block list")
     assert (error.reason, error.status_hint) == ("callback host is on the block list", 400)
+
+
+async def test_system_resolver_shape() -> None:
+    # A numeric host: getaddrinfo answers without asking any DNS server.
+    assert await system_resolver("127.0.0.1", 80) == ["127.0.0.1"]
