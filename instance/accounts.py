@@ -30,7 +30,9 @@ def as_utc(dt: datetime) -> datetime:
 
 
 def iso(dt: datetime | None) -> str | None:
-    return None if dt is None else as_utc(dt).isoformat().replace("+00:00", "Z")
+    from protocol.timestamps import format_timestamp
+
+    return None if dt is None else format_timestamp(as_utc(dt))
 
 
 def check_username(username: Any) -> str:

@@ -12,17 +12,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from keys.store import KeyStore, LiveKey, PublicKey, key_url
-from protocol.documents import parse_timestamp
 from protocol.errors import RemoteProtocolError
 from protocol.signatures import PROFILES
+from protocol.timestamps import format_timestamp, parse_timestamp
 
 PROTOCOL_VERSION = 1
 
 
 def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    return None if ts is None else format_timestamp(datetime.fromtimestamp(ts, UTC))
 
 
 def key_document(key: LiveKey, base_url: str) -> dict[str, Any]:
