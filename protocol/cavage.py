@@ -25,7 +25,7 @@ import binascii
 import datetime
 import email.utils
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal
@@ -43,9 +43,9 @@ from protocol.digest import (
     verify_legacy_digest,
 )
 from protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from protocol.verification import DEFAULT_SKEW, KeyLookup
 
 __all__ = [
-    "DEFAULT_SKEW",
     "MIN_RSA_BITS",
     "PROFILE",
     "SignatureParams",
@@ -60,11 +60,6 @@ __all__ = [
 ]
 
 PROFILE = "cavage-rsa-sha256"
-#: Seconds ``Date`` may differ from our clock. Mastodon tolerates about an hour
-#: (CLOCK_SKEW_MARGIN = 1.hour); between instances 5 minutes is plenty and shortens the
-#: window in which a captured request can be replayed. Widen it per deployment if a
-#: fediverse peer's clock is off.
-DEFAULT_SKEW = 300
 #: Smaller RSA keys are refused (403): 1024-bit RSA is within reach of a determined
 #: attacker. Only the draft's Appendix C test key is that small.
 MIN_RSA_BITS = 2048
@@ -102,7 +97,6 @@ _PARAM_NAMES = {
 _PARAM = re.compile(r'[ \t]*([A-Za-z]+)=(?:"([^"\\]*)"|([0-9]+))[ \t]*')
 _KEY_ID_OK = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # visible ASCII minus '"' and '\'
 
-KeyResolver = Callable[[str], object | None]
 Backend = Literal["cryptography", "httpsig"]
 
 
@@ -443,7 +437,7 @@ def verify(
     headers: Headers,
     body: bytes,
     *,
-    resolve_key: KeyResolver,
+    resolve_key: KeyLookup,
     now: float,
     skew: int = DEFAULT_SKEW,
     required: Sequence[str] | None = None,
