@@ -29,7 +29,7 @@ def key_document(key: LiveKey, base_url: str) -> dict[str, Any]:
         "owner": base_url,
         "algorithm": key.record.alg,
         "public_key_pem": key.public_pem(),
-        "state": key.record.state,
+        "state": key.record.state.value,
         "expires": _iso(key.record.valid_until),
     }
 
