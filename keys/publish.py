@@ -99,8 +99,12 @@ def parse_key(doc: Any, where: str = "key document") -> ForeignKey:
     except ValueError:
         raise RemoteProtocolError(f"{where}: public_key_pem is not a PEM public key",
                                   status_hint=502) from None
-    expected = {"ed25519": ed25519.Ed25519PublicKey, "rsa": rsa.RSAPublicKey}.get(algorithm)
-    if expected is None or not isinstance(public, expected):
+    key: PublicKey
+    if algorithm == "ed25519" and isinstance(public, ed25519.Ed25519PublicKey):
+        key = public
+    elif algorithm == "rsa" and isinstance(public, rsa.RSAPublicKey):
+        key = public
+    else:
         raise RemoteProtocolError(
             f"{where}: algorithm {algorithm!r} does not match the key it publishes",
             status_hint=502,
@@ -123,7 +127,7 @@ def parse_key(doc: Any, where: str = "key document") -> ForeignKey:
             raise RemoteProtocolError(f"{where}: {exc.message}", status_hint=502) from None
     else:
         expires_at = None
-    return ForeignKey(key_id, owner, algorithm, public, expires_at)  # type: ignore[arg-type]
+    return ForeignKey(key_id, owner, algorithm, key, expires_at)
 
 
 def _check_url(value: str, what: str) -> str:

@@ -23,11 +23,11 @@ import base64
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -54,6 +54,9 @@ MAX_DOCUMENT_BYTES: Final = 8 * 1024 * 1024
 
 TYPE_NOTIFICATION: Final = "notification"
 TYPE_ITEM: Final = "item"
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def _fail(error: type[ProtocolError], message: str) -> ProtocolError:
@@ -356,7 +359,7 @@ def _member(obj: Mapping[str, Any], name: str, expected: str, path: str = "") ->
     return obj[name]
 
 
-def _remote(build: Any, *args: Any, **kwargs: Any) -> Any:
+def _remote(build: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """Construct a document; a value rule it breaks becomes the peer's 422."""
     try:
         return build(*args, **kwargs)

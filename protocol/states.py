@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, Final
+from typing import Final, overload
 
 from protocol.errors import LocalProtocolError
 
@@ -108,22 +108,29 @@ DELIVERY_TRANSITIONS: Final[Mapping[tuple[DeliveryState, DeliveryEvent], Deliver
 }
 
 
+@overload
+def transition(state: SubscriptionState, event: SubscriptionEvent) -> SubscriptionState: ...
+@overload
+def transition(state: DeliveryState, event: DeliveryEvent) -> DeliveryState: ...
+@overload
+def transition(
+    state: SubscriptionState | DeliveryState, event: SubscriptionEvent | DeliveryEvent
+) -> SubscriptionState | DeliveryState: ...
 def transition(
     state: SubscriptionState | DeliveryState, event: SubscriptionEvent | DeliveryEvent
 ) -> SubscriptionState | DeliveryState:
     """The next state, or :class:`LocalProtocolError` if the tables forbid the move."""
-    table: Mapping[Any, Any]
+    following: SubscriptionState | DeliveryState | None
     if isinstance(state, SubscriptionState) and isinstance(event, SubscriptionEvent):
-        table = SUBSCRIPTION_TRANSITIONS
+        following = SUBSCRIPTION_TRANSITIONS.get((state, event))
     elif isinstance(state, DeliveryState) and isinstance(event, DeliveryEvent):
-        table = DELIVERY_TRANSITIONS
+        following = DELIVERY_TRANSITIONS.get((state, event))
     else:
         raise LocalProtocolError(
             f"event {event!r} does not belong to the state machine of {state!r}"
         )
-    try:
-        return table[(state, event)]
-    except KeyError:
+    if following is None:
         raise LocalProtocolError(
             f"{type(state).__name__} {state.value!r} does not allow event {event.value!r}"
-        ) from None
+        )
+    return following
