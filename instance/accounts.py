@@ -22,7 +22,9 @@ _GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 
 
 def iso(dt: datetime | None) -> str | None:
-    return None if dt is None else as_utc(dt).isoformat().replace("+00:00", "Z")
+    from protocol.timestamps import format_timestamp
+
+    return None if dt is None else format_timestamp(as_utc(dt))
 
 
 def check_username(username: Any) -> str:

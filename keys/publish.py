@@ -12,17 +12,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from keys.store import KeyStore, LiveKey, PublicKey, key_url
-from protocol.documents import parse_timestamp
 from protocol.errors import RemoteProtocolError
 from protocol.signatures import PROFILES
+from protocol.timestamps import format_timestamp, parse_timestamp
 
 PROTOCOL_VERSION = 1
 
 
 def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    return None if ts is None else format_timestamp(datetime.fromtimestamp(ts, UTC))
 
 
 def key_document(key: LiveKey, base_url: str) -> dict[str, Any]:
@@ -31,7 +29,7 @@ def key_document(key: LiveKey, base_url: str) -> dict[str, Any]:
         "owner": base_url,
         "algorithm": key.record.alg,
         "public_key_pem": key.public_pem(),
-        "state": key.record.state,
+        "state": key.record.state.value,
         "expires": _iso(key.record.valid_until),
     }
 
@@ -101,8 +99,12 @@ def parse_key(doc: Any, where: str = "key document") -> ForeignKey:
     except ValueError:
         raise RemoteProtocolError(f"{where}: public_key_pem is not a PEM public key",
                                   status_hint=502) from None
-    expected = {"ed25519": ed25519.Ed25519PublicKey, "rsa": rsa.RSAPublicKey}.get(algorithm)
-    if expected is None or not isinstance(public, expected):
+    key: PublicKey
+    if algorithm == "ed25519" and isinstance(public, ed25519.Ed25519PublicKey):
+        key = public
+    elif algorithm == "rsa" and isinstance(public, rsa.RSAPublicKey):
+        key = public
+    else:
         raise RemoteProtocolError(
             f"{where}: algorithm {algorithm!r} does not match the key it publishes",
             status_hint=502,
@@ -125,7 +127,7 @@ def parse_key(doc: Any, where: str = "key document") -> ForeignKey:
             raise RemoteProtocolError(f"{where}: {exc.message}", status_hint=502) from None
     else:
         expires_at = None
-    return ForeignKey(key_id, owner, algorithm, public, expires_at)  # type: ignore[arg-type]
+    return ForeignKey(key_id, owner, algorithm, key, expires_at)
 
 
 def _check_url(value: str, what: str) -> str:

@@ -33,13 +33,13 @@ from protocol.digest import Headers, header_pairs, header_value
 from protocol.errors import RemoteProtocolError
 from protocol.replay import ReplayCache
 from protocol.signatures import (
-    DEFAULT_SKEW,
     PROFILES,
     RFC9421_ED25519,
     VerifiedSignature,
     detect_profile,
     verify_request,
 )
+from protocol.verification import DEFAULT_SKEW
 
 # url -> (HTTP status, parsed JSON body or None)
 Fetch = Callable[[str], Awaitable[tuple[int, Any]]]

@@ -12,6 +12,7 @@ import os
 import secrets
 import stat
 from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,18 @@ PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 PublicKey = ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 
 
+class KeyState(StrEnum):
+    """Where a key is in its rotation; the value is what ``keys.json`` and the published
+    key documents say."""
+
+    #: Signs, and verifies.
+    CURRENT = "current"
+    #: Replaced by a new current key; still verifies until ``valid_until`` (the overlap).
+    PREVIOUS = "previous"
+    #: Past its overlap: neither published nor accepted, its private key file deleted.
+    RETIRED = "retired"
+
+
 class KeyStoreError(Exception):
     """The key files are missing, unreadable or unsafe; the message says how to fix it."""
 
@@ -35,8 +48,8 @@ class KeyRecord:
     kid: str
     alg: str  # "ed25519" or "rsa"
     created: float
-    state: str  # "current", "previous" or "retired"
-    valid_until: float | None = None  # for "previous": when it stops verifying
+    state: KeyState
+    valid_until: float | None = None  # for PREVIOUS: when it stops verifying
 
 
 @dataclass(frozen=True)
@@ -107,7 +120,7 @@ class KeyStore:
         kid = f"{alg}-{secrets.token_hex(6)}"
         key = _new_private(alg)
         self._write_private(kid, key)
-        record = KeyRecord(kid=kid, alg=alg, created=now, state="current")
+        record = KeyRecord(kid=kid, alg=alg, created=now, state=KeyState.CURRENT)
         self._records.append(record)
         self._private[kid] = key
         return LiveKey(record, key)
@@ -118,12 +131,14 @@ class KeyStore:
             raise KeyStoreError(f"no keys in {self.directory}: run `fieldcast init`")
         try:
             data = json.loads(self.manifest_path.read_text())
-            self._records = [KeyRecord(**r) for r in data["keys"]]
+            # KeyState() refuses a state this code does not know (ValueError, below).
+            self._records = [KeyRecord(**{**r, "state": KeyState(r["state"])})
+                             for r in data["keys"]]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise KeyStoreError(f"{self.manifest_path} is unreadable: {exc}") from None
         self._private = {}
         for record in self._records:
-            if record.state == "retired":
+            if record.state == KeyState.RETIRED:
                 continue
             path = self.directory / f"{record.kid}.pem"
             try:
@@ -158,15 +173,16 @@ class KeyStore:
 
     def current(self, alg: str) -> LiveKey:
         for record in self._records:
-            if record.alg == alg and record.state == "current":
+            if record.alg == alg and record.state == KeyState.CURRENT:
                 return LiveKey(record, self._private[record.kid])
         raise KeyStoreError(f"no current {alg} key in {self.directory}")
 
     def verification_keys(self, now: float) -> list[LiveKey]:
         """Keys that still verify: the current ones and previous ones inside the overlap."""
         return [LiveKey(r, self._private[r.kid]) for r in self._records
-                if r.state == "current"
-                or (r.state == "previous" and r.valid_until is not None and r.valid_until > now)]
+                if r.state == KeyState.CURRENT
+                or (r.state == KeyState.PREVIOUS and r.valid_until is not None
+                    and r.valid_until > now)]
 
     def get(self, kid: str, now: float) -> LiveKey | None:
         return next((k for k in self.verification_keys(now) if k.record.kid == kid), None)
@@ -175,7 +191,7 @@ class KeyStore:
         """A new current key; the old one verifies for ``overlap`` seconds more."""
         self.retire_expired(now, save=False)
         old = self.current(alg)
-        self._records = [replace(r, state="previous", valid_until=now + overlap)
+        self._records = [replace(r, state=KeyState.PREVIOUS, valid_until=now + overlap)
                          if r.kid == old.record.kid else r for r in self._records]
         new = self._add(alg, now)
         self._save_manifest()
@@ -186,8 +202,8 @@ class KeyStore:
         private key files are deleted."""
         retired = []
         for i, r in enumerate(self._records):
-            if r.state == "previous" and r.valid_until is not None and r.valid_until <= now:
-                self._records[i] = replace(r, state="retired")
+            if r.state == KeyState.PREVIOUS and r.valid_until is not None and r.valid_until <= now:
+                self._records[i] = replace(r, state=KeyState.RETIRED)
                 self._private.pop(r.kid, None)
                 (self.directory / f"{r.kid}.pem").unlink(missing_ok=True)
                 retired.append(r.kid)

@@ -24,8 +24,9 @@ import base64
 import binascii
 import datetime
 import email.utils
+import importlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal
@@ -43,9 +44,9 @@ from protocol.digest import (
     verify_legacy_digest,
 )
 from protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from protocol.verification import DEFAULT_SKEW, KeyLookup
 
 __all__ = [
-    "DEFAULT_SKEW",
     "MIN_RSA_BITS",
     "PROFILE",
     "SignatureParams",
@@ -60,11 +61,6 @@ __all__ = [
 ]
 
 PROFILE = "cavage-rsa-sha256"
-#: Seconds ``Date`` may differ from our clock. Mastodon tolerates about an hour
-#: (CLOCK_SKEW_MARGIN = 1.hour); between instances 5 minutes is plenty and shortens the
-#: window in which a captured request can be replayed. Widen it per deployment if a
-#: fediverse peer's clock is off.
-DEFAULT_SKEW = 300
 #: Smaller RSA keys are refused (403): 1024-bit RSA is within reach of a determined
 #: attacker. Only the draft's Appendix C test key is that small.
 MIN_RSA_BITS = 2048
@@ -102,7 +98,6 @@ _PARAM_NAMES = {
 _PARAM = re.compile(r'[ \t]*([A-Za-z]+)=(?:"([^"\\]*)"|([0-9]+))[ \t]*')
 _KEY_ID_OK = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # visible ASCII minus '"' and '\'
 
-KeyResolver = Callable[[str], object | None]
 Backend = Literal["cryptography", "httpsig"]
 
 
@@ -114,13 +109,14 @@ def load_httpsig() -> ModuleType:
     the tests need it; verification and default signing do not.
     """
     try:
-        import httpsig
+        # Through importlib: httpsig has no type information, and the module is all
+        # this function hands back.
+        return importlib.import_module("httpsig")
     except ImportError as exc:
         raise LocalProtocolError(
             f"httpsig cannot be imported ({exc}); httpsig 1.3.0 imports pkg_resources: "
             "install 'setuptools<82' next to it, or use the default 'cryptography' backend"
         ) from exc
-    return httpsig
 
 
 @dataclass(frozen=True)
@@ -443,7 +439,7 @@ def verify(
     headers: Headers,
     body: bytes,
     *,
-    resolve_key: KeyResolver,
+    resolve_key: KeyLookup,
     now: float,
     skew: int = DEFAULT_SKEW,
     required: Sequence[str] | None = None,

@@ -157,6 +157,10 @@ def parse_dictionary(field: str, value: str) -> dict[str, Any]:
         raise RemoteProtocolError(
             f"{field} is not a valid structured-field dictionary: {exc}", status_hint=400
         ) from exc
+    # tltype="dictionary" always gives a dict; the library's return type is the union
+    # of every structured type, so say which one this is.
+    if not isinstance(parsed, dict):
+        raise LocalProtocolError(f"http_sf returned {type(parsed).__name__} for a dictionary")
     return dict(parsed)
 
 

@@ -23,15 +23,15 @@ import base64
 import hashlib
 import json
 import math
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from protocol.timestamps import format_timestamp, parse_timestamp
 
 __all__ = [
     "FORMAT_VERSION",
@@ -42,10 +42,8 @@ __all__ = [
     "dumps",
     "etag",
     "etag_matches",
-    "format_timestamp",
     "parse_item",
     "parse_notification",
-    "parse_timestamp",
 ]
 
 #: The major version this code writes and reads.
@@ -57,9 +55,8 @@ MAX_DOCUMENT_BYTES: Final = 8 * 1024 * 1024
 TYPE_NOTIFICATION: Final = "notification"
 TYPE_ITEM: Final = "item"
 
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
-)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def _fail(error: type[ProtocolError], message: str) -> ProtocolError:
@@ -85,40 +82,6 @@ def _json_type(value: Any) -> str:
 
 
 # ------------------------------------------------------------------------- primitives
-
-
-def format_timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z``; microseconds only when there are any."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise LocalProtocolError("timestamps must be timezone-aware (UTC)")
-    moment = moment.astimezone(UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if moment.microsecond:
-        text += f".{moment.microsecond:06d}"
-    return text + "Z"
-
-
-def parse_timestamp(
-    text: str, member: str = "timestamp", error: type[ProtocolError] = RemoteProtocolError
-) -> datetime:
-    """RFC 3339 in UTC (``Z`` or ``+00:00``); other offsets are refused, as the format
-    says UTC and one spelling per instant keeps documents canonical."""
-    match = _RFC3339.fullmatch(text)
-    if match is None:
-        raise _fail(
-            error,
-            f"member {member!r} must be an RFC 3339 UTC timestamp such as "
-            f"'2024-05-01T12:00:00Z', got {text!r}",
-        )
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    fraction, offset = match.group(7), match.group(8)
-    if offset not in ("Z", "z", "+00:00", "-00:00"):
-        raise _fail(error, f"member {member!r} must be in UTC (…Z), got offset {offset}")
-    micro = int((fraction[1:] + "000000")[:6]) if fraction else 0
-    try:
-        return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
-    except ValueError as exc:
-        raise _fail(error, f"member {member!r} is not a real date and time: {text!r}") from exc
 
 
 def _check_int(name: str, value: Any, minimum: int, error: type[ProtocolError]) -> int:
@@ -396,7 +359,7 @@ def _member(obj: Mapping[str, Any], name: str, expected: str, path: str = "") ->
     return obj[name]
 
 
-def _remote(build: Any, *args: Any, **kwargs: Any) -> Any:
+def _remote(build: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """Construct a document; a value rule it breaks becomes the peer's 422."""
     try:
         return build(*args, **kwargs)

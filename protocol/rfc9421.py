@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import datetime
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,10 +45,10 @@ from protocol.digest import (
     verify_content_digest,
 )
 from protocol.errors import LocalProtocolError, RemoteProtocolError
+from protocol.verification import DEFAULT_SKEW, KeyLookup
 
 __all__ = [
     "DEFAULT_LABEL",
-    "DEFAULT_SKEW",
     "DEFAULT_VALIDITY",
     "PROFILE",
     "HmacSecret",
@@ -62,9 +62,6 @@ __all__ = [
 ]
 
 PROFILE = "rfc9421-ed25519"
-#: Seconds a signature's ``created`` may lie in the past or future (clock disagreement
-#: plus transit time). Between fieldcast instances clocks are NTP-synced; widen per peer.
-DEFAULT_SKEW = 300
 #: ``expires`` = ``created`` + this, so a captured request is useless after 5 minutes.
 DEFAULT_VALIDITY = 300
 #: The label is not covered by the signature; any name works, this one is conventional.
@@ -73,8 +70,6 @@ DEFAULT_LABEL = "sig1"
 _SIGNATURE_HEADERS = frozenset({"signature", "signature-input"})
 _ALLOWED_PARAMS = frozenset({"created", "expires", "keyid", "alg", "nonce", "tag"})
 
-KeyResolver = Callable[[str], object | None]
-"""keyid -> key object (``Ed25519PublicKey``, ``RSAPublicKey``, ``HmacSecret``) or None."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +123,7 @@ class _LibRequest:
     headers: _HeaderLines
 
 
-class _OneKeyResolver(HTTPSignatureKeyResolver):
+class _SingleKey(HTTPSignatureKeyResolver):
     """Hands the package exactly the key we already resolved and type-checked."""
 
     def __init__(self, key_id: str, key: Any) -> None:
@@ -518,7 +513,7 @@ def verify(
     headers: Headers,
     body: bytes,
     *,
-    resolve_key: KeyResolver,
+    resolve_key: KeyLookup,
     now: float,
     skew: int = DEFAULT_SKEW,
     required: Sequence[str] | None = None,
@@ -556,7 +551,7 @@ def verify(
             status_hint=401,
         )
     verifier = _InjectedClockVerifier(
-        signature_algorithm=algorithm, key_resolver=_OneKeyResolver(sig.key_id, _lib_key(key))
+        signature_algorithm=algorithm, key_resolver=_SingleKey(sig.key_id, _lib_key(key))
     )
     try:
         verifier.verify(_LibRequest(method, url, _HeaderLines(pairs)), max_age=None)

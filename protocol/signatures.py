@@ -23,14 +23,13 @@ from protocol.digest import Headers, header_pairs, header_value
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from protocol.replay import ReplayCache
 from protocol.rfc9421 import HmacSecret
+from protocol.verification import DEFAULT_SKEW, KeyLookup
 
 __all__ = [
     "CAVAGE_RSA_SHA256",
-    "DEFAULT_SKEW",
     "PROFILES",
     "RFC9421_ED25519",
     "HmacSecret",
-    "KeyResolver",
     "SigningKey",
     "VerifiedSignature",
     "detect_profile",
@@ -42,15 +41,8 @@ RFC9421_ED25519 = rfc9421.PROFILE
 CAVAGE_RSA_SHA256 = cavage.PROFILE
 #: In order of preference: a sender uses the first one the receiver accepts.
 PROFILES: tuple[str, ...] = (RFC9421_ED25519, CAVAGE_RSA_SHA256)
-DEFAULT_SKEW = 300
 
 SigningKey = Ed25519PrivateKey | rsa.RSAPrivateKey | HmacSecret
-KeyResolver = rfc9421.KeyResolver
-"""keyid -> ``Ed25519PublicKey`` | ``RSAPublicKey`` | ``HmacSecret`` | None (unknown).
-
-The key's type decides the algorithm. It may raise ``RemoteProtocolError`` with
-``status_hint=403`` for a key it knows but refuses (revoked, blocked origin).
-"""
 
 
 @dataclass(frozen=True)
@@ -121,7 +113,7 @@ def verify_request(
     headers: Headers,
     body: bytes,
     *,
-    resolve_key: KeyResolver,
+    resolve_key: KeyLookup,
     now: float,
     replay_cache: ReplayCache | None,
     skew: int = DEFAULT_SKEW,

@@ -17,12 +17,11 @@ from protocol.documents import (
     dumps,
     etag,
     etag_matches,
-    format_timestamp,
     parse_item,
     parse_notification,
-    parse_timestamp,
 )
 from protocol.errors import LocalProtocolError, RemoteProtocolError
+from protocol.timestamps import format_timestamp, parse_timestamp
 
 TOPIC = "https://a.example/trackers/bugs/items/42"
 WHEN = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from protocol import rfc9421
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from protocol.rfc9421 import HmacSecret
+from protocol.verification import DEFAULT_SKEW, KeyLookup
 
 # Appendix B.2 test request.
 B2_URL = "https://example.com/foo?param=Value&Pet=dog"
@@ -68,7 +69,7 @@ JSON = {"Content-Type": "application/json"}
 BODY = b'{"topic": "https://hub.example/topics/items/42", "version": 8}'
 
 
-def resolver(**keys: object) -> rfc9421.KeyResolver:
+def resolver(**keys: object) -> KeyLookup:
     return keys.get
 
 
@@ -115,13 +116,13 @@ def hand_signed(
 
 def refusal(
     headers: dict[str, str],
-    keys: rfc9421.KeyResolver,
+    keys: KeyLookup,
     *,
     body: bytes = BODY,
     url: str = URL,
     method: str = "POST",
     now: float = NOW,
-    skew: int = rfc9421.DEFAULT_SKEW,
+    skew: int = DEFAULT_SKEW,
 ) -> RemoteProtocolError:
     with pytest.raises(RemoteProtocolError) as info:
         rfc9421.verify(method, url, headers, body, resolve_key=keys, now=now, skew=skew)
@@ -167,7 +168,7 @@ class TestAppendixB:
             "sig-b26",
         )
         assert result.signature == base64.b64decode(B26_SIGNATURE)
-        assert result.valid_until == B2_CREATED + rfc9421.DEFAULT_SKEW
+        assert result.valid_until == B2_CREATED + DEFAULT_SKEW
 
     def test_b26_is_refused_by_fieldcast_policy(
         self, rfc_ed25519_key: ed25519.Ed25519PrivateKey

@@ -14,13 +14,13 @@ from protocol.signatures import (
     PROFILES,
     RFC9421_ED25519,
     HmacSecret,
-    KeyResolver,
     SigningKey,
     VerifiedSignature,
     detect_profile,
     sign_request,
     verify_request,
 )
+from protocol.verification import KeyLookup
 
 URL = "https://b.example/callback/7?topic=items%2F42"
 NOW = 1_700_000_000.0
@@ -36,7 +36,7 @@ def keys(
 
 
 @pytest.fixture
-def resolve(ed25519_key: ed25519.Ed25519PrivateKey, rsa_key: rsa.RSAPrivateKey) -> KeyResolver:
+def resolve(ed25519_key: ed25519.Ed25519PrivateKey, rsa_key: rsa.RSAPrivateKey) -> KeyLookup:
     return {"ed": ed25519_key.public_key(), "rsa": rsa_key.public_key()}.get
 
 
@@ -61,7 +61,7 @@ def signed(
 
 def check(
     headers: dict[str, str],
-    resolve: KeyResolver,
+    resolve: KeyLookup,
     *,
     method: str = "POST",
     body: bytes = BODY,
@@ -85,7 +85,7 @@ def check(
     ("profile", "algorithm"), [(RFC9421_ED25519, "ed25519"), (CAVAGE_RSA_SHA256, "rsa-sha256")]
 )
 def test_round_trip_per_profile(
-    keys: dict[str, SigningKey], resolve: KeyResolver, profile: str, algorithm: str
+    keys: dict[str, SigningKey], resolve: KeyLookup, profile: str, algorithm: str
 ) -> None:
     headers = signed(profile, keys)
     assert detect_profile(headers) == profile
@@ -103,7 +103,7 @@ def test_hmac_under_the_rfc9421_profile() -> None:
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_replay_is_refused(keys: dict[str, SigningKey], resolve: KeyResolver, profile: str) -> None:
+def test_replay_is_refused(keys: dict[str, SigningKey], resolve: KeyLookup, profile: str) -> None:
     cache = ReplayCache()
     headers = signed(profile, keys)
     check(headers, resolve, cache=cache)
@@ -115,7 +115,7 @@ def test_replay_is_refused(keys: dict[str, SigningKey], resolve: KeyResolver, pr
 
 
 def test_replay_cache_forgets_after_the_window(
-    keys: dict[str, SigningKey], resolve: KeyResolver
+    keys: dict[str, SigningKey], resolve: KeyLookup
 ) -> None:
     cache = ReplayCache()
     headers = signed(CAVAGE_RSA_SHA256, keys)
@@ -129,7 +129,7 @@ def test_replay_cache_forgets_after_the_window(
 
 
 def test_a_forged_request_does_not_use_up_a_genuine_signature(
-    keys: dict[str, SigningKey], resolve: KeyResolver
+    keys: dict[str, SigningKey], resolve: KeyLookup
 ) -> None:
     # Only verified signatures are recorded: a copy of the signature on a tampered
     # body is refused, and the genuine request still goes through afterwards.
@@ -141,7 +141,7 @@ def test_a_forged_request_does_not_use_up_a_genuine_signature(
 
 
 def test_identical_gets_in_one_second_are_not_replays(
-    keys: dict[str, SigningKey], resolve: KeyResolver
+    keys: dict[str, SigningKey], resolve: KeyLookup
 ) -> None:
     cache = ReplayCache()
     for _ in range(2):
@@ -157,7 +157,7 @@ def test_identical_gets_in_one_second_are_not_replays(
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_profile_not_accepted(
-    keys: dict[str, SigningKey], resolve: KeyResolver, profile: str
+    keys: dict[str, SigningKey], resolve: KeyLookup, profile: str
 ) -> None:
     other = next(p for p in PROFILES if p != profile)
     with pytest.raises(RemoteProtocolError, match=f"does not accept {profile}") as info:
@@ -167,7 +167,7 @@ def test_profile_not_accepted(
 
 
 def test_unknown_accepted_profile_is_a_configuration_error(
-    keys: dict[str, SigningKey], resolve: KeyResolver
+    keys: dict[str, SigningKey], resolve: KeyLookup
 ) -> None:
     with pytest.raises(LocalProtocolError, match="rfc9421-rsa"):
         check(signed(RFC9421_ED25519, keys), resolve, accepted=("rfc9421-rsa",))
@@ -247,7 +247,7 @@ class TestSignRequest:
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=40)
 @given(profile=st.sampled_from(PROFILES), data=st.data())
 def test_any_tampered_body_byte_or_header_is_refused(
-    keys: dict[str, SigningKey], resolve: KeyResolver, profile: str, data: st.DataObject
+    keys: dict[str, SigningKey], resolve: KeyLookup, profile: str, data: st.DataObject
 ) -> None:
     headers = signed(profile, keys)
     body = BODY
