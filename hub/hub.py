@@ -31,7 +31,7 @@ from hub.connection import (
     Send,
     dumps,
 )
-from protocol.documents import format_timestamp
+from protocol.timestamps import format_timestamp
 
 log = logging.getLogger("fieldcast.hub")
 NO_RIGHTS = FieldRights()

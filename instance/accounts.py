@@ -16,14 +16,13 @@ from instance.clock import as_utc, now
 from instance.errors import ApiError, conflict, invalid, not_found
 from instance.models import ApiToken, Group, Session, User, user_groups
 from instance.security import Passwords, check_password_strength, digest, new_api_token, new_secret
+from protocol.timestamps import format_timestamp
 
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 
 
 def iso(dt: datetime | None) -> str | None:
-    from protocol.timestamps import format_timestamp
-
     return None if dt is None else format_timestamp(as_utc(dt))
 
 
