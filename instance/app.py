@@ -11,11 +11,15 @@ from quart import Quart, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from hub.hub import HubConfig
+from hub.verifier import VerifierConfig
 from instance import live, pages, wellknown
 from instance.api import admin, auth, items, trackers
 from instance.config import Settings
 from instance.db import Database, current_revision, head_revision
 from instance.errors import ApiError
+from instance.federation import admin as federation_admin
+from instance.federation import hub_endpoint, topics
+from instance.federation.service import FEDERATION_KEY, FederationService
 from instance.security import Passwords
 from instance.web import STATE_KEY, AppState
 from keys.store import KeyStore
@@ -66,7 +70,8 @@ def set_websocket_compression(enabled: bool) -> None:
 
 
 def create_app(settings: Settings, *, database: Database | None = None,
-               hub_config: HubConfig | None = None) -> Quart:
+               hub_config: HubConfig | None = None,
+               verifier_config: VerifierConfig | None = None) -> Quart:
     # No app-level static folder: the pages blueprint serves /static from the package.
     app = Quart("fieldcast", static_folder=None)
     # Quart refuses larger bodies with 413 while reading them, before any parsing.
@@ -80,9 +85,11 @@ def create_app(settings: Settings, *, database: Database | None = None,
 
     service = live.LiveService(settings, db, hub_config)
     app.extensions[live.LIVE_KEY] = service
+    federation = FederationService(settings, db, verifier_config)
+    app.extensions[FEDERATION_KEY] = federation
 
     for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp, pages.bp,
-                      wellknown.bp):
+                      wellknown.bp, topics.bp, hub_endpoint.bp, federation_admin.bp):
         app.register_blueprint(blueprint)
 
     @app.get("/healthz")
@@ -129,9 +136,11 @@ def create_app(settings: Settings, *, database: Database | None = None,
             # Refuses private keys that others may read (KeyStoreError says how to fix).
             app.extensions[STATE_KEY].keys = keys.load()
         await service.start()
+        await federation.start()
 
     @app.after_serving
     async def close() -> None:
+        await federation.stop()
         await service.stop()
         await db.dispose()
 
