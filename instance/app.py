@@ -12,12 +12,16 @@ from quart import Quart, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from hub.hub import HubConfig
+from hub.verifier import VerifierConfig
 from instance import pages, wellknown
 from instance.api import admin, auth, items, trackers
 from instance.changelog import ChangeLog
 from instance.config import Settings
 from instance.db import Database, current_revision, head_revision
 from instance.errors import ApiError
+from instance.federation import admin as federation_admin
+from instance.federation import hub_endpoint, topics
+from instance.federation.service import FEDERATION_KEY, FederationService
 from instance.live import endpoint as live
 from instance.live.service import LIVE_KEY, LiveService
 from instance.security import Passwords
@@ -72,7 +76,8 @@ def set_websocket_compression(enabled: bool) -> None:
 
 
 def create_app(settings: Settings, *, database: Database | None = None,
-               hub_config: HubConfig | None = None) -> Quart:
+               hub_config: HubConfig | None = None,
+               verifier_config: VerifierConfig | None = None) -> Quart:
     # No app-level static folder: the pages blueprint serves /static from the package.
     app = Quart("fieldcast", static_folder=None)
     # Quart refuses larger bodies with 413 while reading them, before any parsing.
@@ -88,9 +93,11 @@ def create_app(settings: Settings, *, database: Database | None = None,
 
     service = LiveService(settings, change_log, hub_config)
     app.extensions[LIVE_KEY] = service
+    federation = FederationService(settings, db, verifier_config)
+    app.extensions[FEDERATION_KEY] = federation
 
     for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp, pages.bp,
-                      wellknown.bp):
+                      wellknown.bp, topics.bp, hub_endpoint.bp, federation_admin.bp):
         app.register_blueprint(blueprint)
 
     @app.get("/healthz")
@@ -145,9 +152,11 @@ def create_app(settings: Settings, *, database: Database | None = None,
             # Refuses private keys that others may read (KeyStoreError says how to fix).
             app.extensions[STATE_KEY].keys = keys.load()
         await service.start()
+        await federation.start()
 
     @app.after_serving
     async def close() -> None:
+        await federation.stop()
         await service.stop()
         await db.dispose()
 

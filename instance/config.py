@@ -60,6 +60,15 @@ class Settings:
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 64 * 1024
     argon2_parallelism: int = 4
+    # Federation hub. Outgoing federation requests (verification and denial GETs to
+    # callbacks, key documents) refuse private, loopback and link-local addresses and
+    # plain http unless these allow them (tests and closed networks).
+    allow_private_callbacks: bool = False
+    allow_http_callbacks: bool = False
+    # Lease bounds for subscriptions to this hub, in seconds (REC §8.2: 10 days default).
+    hub_lease_min_seconds: int = 60
+    hub_lease_default_seconds: int = 10 * 24 * 3600
+    hub_lease_max_seconds: int = 31 * 24 * 3600
     # Extra values from the TOML file that no setting above claims are refused, so a
     # typo ("databse_url") is an error instead of a silently ignored line.
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -98,6 +107,11 @@ _FIELD_TYPES: dict[str, type] = {
     "argon2_time_cost": int,
     "argon2_memory_kib": int,
     "argon2_parallelism": int,
+    "allow_private_callbacks": bool,
+    "allow_http_callbacks": bool,
+    "hub_lease_min_seconds": int,
+    "hub_lease_default_seconds": int,
+    "hub_lease_max_seconds": int,
 }
 
 
@@ -160,6 +174,13 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(
             "broker_url must be empty (one process), a redis:// URL, or \"postgresql\" "
             f"(LISTEN/NOTIFY on the database), got {broker!r}"
+        )
+    if not (1 <= settings.hub_lease_min_seconds <= settings.hub_lease_default_seconds
+            <= settings.hub_lease_max_seconds):
+        raise ConfigError(
+            "hub leases need 1 <= hub_lease_min_seconds <= hub_lease_default_seconds <= "
+            f"hub_lease_max_seconds, got {settings.hub_lease_min_seconds}, "
+            f"{settings.hub_lease_default_seconds}, {settings.hub_lease_max_seconds}"
         )
     if settings.live_frame_percent > 100:
         raise ConfigError("live_frame_percent is a share of the time, 1 to 100, "

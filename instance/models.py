@@ -11,12 +11,14 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -213,3 +215,116 @@ class ChangeLog(Base):
     # "user" for edits through the API, "federation" for mirrored remote values.
     source: Mapped[str] = mapped_column(String(20), default="user")
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# ---- federation, host side ---------------------------------------------------------------
+# States are the strings of protocol.websub's SubscriptionState / DeliveryState; every
+# change of them goes through protocol.websub.transition (instance/federation/).
+
+
+class FederationSubscription(Base):
+    """One WebSub subscription, keyed by (topic, callback) as the REC keys them (§5.1).
+
+    The row outlives the subscription (state ``unsubscribed``, ``expired``, ``denied``):
+    a later subscribe for the same pair starts over on it, never beside it. Lease, secret
+    and subscriber origin are those last *verified*; a pending re-subscription keeps its
+    own in ``federation_intents`` until it is verified.
+    """
+
+    __tablename__ = "federation_subscriptions"
+    __table_args__ = (
+        UniqueConstraint("topic", "callback", name="uq_federation_subscriptions_pair"),
+        Index("ix_federation_subscriptions_state_lease", "state", "lease_expires_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(500))
+    # Plain column, no foreign key: a deleted item's subscriptions stay to be ended.
+    item_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    callback: Mapped[str] = mapped_column(String(2000))
+    # The origin of the instance that signed the verified request; None: unsigned, so
+    # only public fields are exported to it.
+    subscriber_origin: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    secret: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    state: Mapped[str] = mapped_column(String(24))
+    lease_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                              nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                             nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class FederationIntent(Base):
+    """A request the hub still has to act on: verify a (un)subscribe, or send a denial.
+
+    Durable, so a restart does not lose a pending subscribe. At most one per (topic,
+    callback): a newer request replaces an older one (REC §5.1, the latest request
+    counts). ``challenge`` is drawn afresh for every attempt and is the guard a result
+    must match to be applied: a replaced or re-claimed intent cannot take an old answer.
+    """
+
+    __tablename__ = "federation_intents"
+    __table_args__ = (UniqueConstraint("topic", "callback", name="uq_federation_intents_pair"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    mode: Mapped[str] = mapped_column(String(12))  # subscribe, unsubscribe or denied
+    topic: Mapped[str] = mapped_column(String(500))
+    item_id: Mapped[int] = mapped_column(BigInteger)
+    callback: Mapped[str] = mapped_column(String(2000))
+    subscriber_origin: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    secret: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(500), nullable=True)  # for denials
+    challenge: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class FederationDelivery(Base):
+    """The delivery queue: the notification owed to one subscription for one topic.
+
+    Coalescing: at most one *waiting* row (pending or retry) per (subscription, topic),
+    enforced by a partial unique index, so the projector upserts - a newer event raises
+    ``event_id``/``item_version`` and adds to ``fields`` - while a row in flight is left
+    alone. Done and dead rows may be deleted or kept for the admin view.
+    """
+
+    __tablename__ = "federation_deliveries"
+    __table_args__ = (
+        Index("uq_federation_deliveries_waiting", "subscription_id", "topic", unique=True,
+              sqlite_where=text("state IN ('pending', 'retry')"),
+              postgresql_where=text("state IN ('pending', 'retry')")),
+        Index("ix_federation_deliveries_due", "state", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("federation_subscriptions.id", ondelete="CASCADE")
+    )
+    topic: Mapped[str] = mapped_column(String(500))
+    item_id: Mapped[int] = mapped_column(BigInteger)
+    event_id: Mapped[int] = mapped_column(BigInteger)  # the newest event coalesced here
+    item_version: Mapped[int] = mapped_column(BigInteger)
+    fields: Mapped[list] = mapped_column(JSON, default=list)  # changed field names, union
+    state: Mapped[str] = mapped_column(String(12))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FederationCursor(Base):
+    """A durable reader position in the change log (the federation projector's)."""
+
+    __tablename__ = "federation_cursors"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -8,6 +8,7 @@ from typing import Any
 from quart import Blueprint
 
 from instance.errors import ApiError, not_found
+from instance.federation.urls import hub_url
 from instance.web import state
 from keys.publish import key_document, well_known_document
 from keys.store import KeyStore
@@ -27,7 +28,8 @@ def _keys() -> KeyStore:
 async def instance_document() -> tuple[dict[str, Any], int, dict[str, str]]:
     settings = state().settings
     doc = well_known_document(_keys(), name=settings.instance_name,
-                              base_url=settings.base_url, now=time.time())
+                              base_url=settings.base_url, now=time.time(),
+                              hub=hub_url(settings.base_url))
     # Peers cache keys; a short max-age keeps rotations visible within minutes.
     return doc, 200, {"Cache-Control": "max-age=300"}
 

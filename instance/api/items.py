@@ -11,7 +11,8 @@ from hub.changes import Change, ChangeKind
 from instance import changelog, items, trackers
 from instance.accounts import iso
 from instance.errors import ApiError, not_found
-from instance.web import change_log, db, int_arg, json_body, principal, require_admin
+from instance.federation.exports import topic_of
+from instance.web import change_log, db, int_arg, json_body, principal, require_admin, state
 
 bp = Blueprint("items", __name__, url_prefix="/api")
 
@@ -81,7 +82,9 @@ async def _item_view(item_id: int) -> dict[str, Any]:
         fields = await trackers.tracker_fields(session, tracker)
         if not (who.is_admin or items.readable(fields, who)):
             raise not_found(f"item {item_id}")
-        return (await items.items_json(session, [item], tracker, fields, who))[0]
+        view = (await items.items_json(session, [item], tracker, fields, who))[0]
+    view["topic"] = topic_of(state().settings.base_url, item.id, fields)
+    return view
 
 
 @bp.get("/items/<int:item_id>")

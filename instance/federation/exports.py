@@ -1,0 +1,89 @@
+"""Which fields of an item are exported to whom.
+
+A field is exported to everyone when its ``export_mode`` is "public", and to the
+instances listed in ``export_partners`` when it is "partners". An unsigned request is
+"everyone"; a signed one is the origin of the key that signed it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from instance.federation.urls import topic_url
+from instance.models import ChangeLog, Item, Tracker
+from instance.rights import FieldDef, load_fields
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalize_origin(url: str) -> str:
+    """``scheme://host[:port]``, lower-cased, default port dropped: one spelling per
+    origin, so a partner listed as ``https://B.example:443`` is the signer
+    ``https://b.example``."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is None or port == _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def exported_to(fields: list[FieldDef], origin: str | None) -> list[FieldDef]:
+    """The fields exported to ``origin`` (None: to an unsigned requester), in order."""
+    out = []
+    for f in fields:
+        if f.export_mode == "public":
+            out.append(f)
+        elif (f.export_mode == "partners" and origin is not None
+              and origin in {normalize_origin(p) for p in f.export_partners}):
+            out.append(f)
+    return out
+
+
+def topic_of(base_url: str, item_id: int, fields: list[FieldDef]) -> str | None:
+    """The item's topic URL when any of its fields is exported to anyone, else None."""
+    if any(f.export_mode in ("public", "partners") for f in fields):
+        return topic_url(base_url, item_id)
+    return None
+
+
+@dataclass(frozen=True)
+class ItemExports:
+    """An item as one requester may see it through federation.
+
+    ``fields`` is empty when nothing is exported to the requester, the item does not
+    exist, or it was deleted; ``gone`` says it was deleted *and* its tracker exports
+    something to the requester (anyone else learns nothing, not even that it existed).
+    """
+
+    item: Item | None = None
+    tracker: Tracker | None = None
+    fields: list[FieldDef] = field(default_factory=list)
+    gone: bool = False
+
+
+async def item_exports(session: AsyncSession, item_id: int, origin: str | None
+                       ) -> ItemExports:
+    row = (await session.execute(
+        select(Item, Tracker).join(Tracker, Tracker.id == Item.tracker_id)
+        .where(Item.id == item_id)
+    )).first()
+    if row is None:
+        tracker_id = await session.scalar(
+            select(ChangeLog.tracker_id)
+            .where(ChangeLog.item_id == item_id, ChangeLog.kind == "deleted").limit(1)
+        )
+        if tracker_id is None:
+            return ItemExports()
+        fields = (await load_fields(session, [tracker_id]))[tracker_id]
+        return ItemExports(gone=bool(exported_to(fields, origin)))
+    item, tracker = row
+    fields = (await load_fields(session, [tracker.id]))[tracker.id]
+    return ItemExports(item, tracker, exported_to(fields, origin))

@@ -1,0 +1,76 @@
+"""The federation objects of one app: outgoing HTTP, the foreign-key resolver with its
+replay cache, the lease policy and the verification worker. Started and stopped with
+the app, like ``instance.live.LiveService``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from quart import current_app
+
+from hub.outbound import Outbound, OutboundConfig
+from hub.verifier import Verifier, VerifierConfig
+from instance.config import Settings
+from instance.db import Database
+from instance.federation.subscriptions import SqlIntentStore
+from keys.pins import PinFile
+from keys.resolver import KeyResolver
+from protocol.addresses import AddressPolicy
+from protocol.replay import ReplayCache
+from protocol.websub import LeasePolicy
+
+FEDERATION_KEY = "fieldcast.federation"
+#: A well-known document lists a handful of keys; 256 KiB is generous and bounded.
+MAX_KEY_DOCUMENT_BYTES = 256 * 1024
+
+
+class FederationService:
+    def __init__(self, settings: Settings, db: Database,
+                 verifier_config: VerifierConfig | None = None) -> None:
+        self.settings = settings
+        self.db = db
+        self.lease = LeasePolicy(settings.hub_lease_min_seconds,
+                                 settings.hub_lease_default_seconds,
+                                 settings.hub_lease_max_seconds)
+        self.verifier_config = verifier_config or VerifierConfig()
+        self.replay = ReplayCache()
+        # Pins survive restarts: a peer that changes identity stays refused (keys/pins.py).
+        self.resolver = KeyResolver(self._fetch_json,
+                                    pins=PinFile(settings.data_dir / "federation-pins.json"))
+        self.outbound: Outbound | None = None
+        self.verifier: Verifier | None = None
+
+    async def start(self) -> None:
+        policy = AddressPolicy(allow_private=self.settings.allow_private_callbacks,
+                               allow_http=self.settings.allow_http_callbacks)
+        self.outbound = Outbound(OutboundConfig(
+            policy=policy, user_agent=f"fieldcast ({self.settings.base_url})"))
+        self.verifier = Verifier(SqlIntentStore(self.db), self.outbound, self.verifier_config)
+        await self.verifier.start()
+
+    async def stop(self) -> None:
+        if self.verifier is not None:
+            await self.verifier.stop()
+        if self.outbound is not None:
+            await self.outbound.aclose()
+
+    def wake(self) -> None:
+        if self.verifier is not None:
+            self.verifier.wake()
+
+    async def _fetch_json(self, url: str) -> tuple[int, Any]:
+        """The resolver's fetch of a signer's ``/.well-known/fieldcast``, through Outbound
+        (so the address policy applies to key fetches too)."""
+        assert self.outbound is not None, "the service starts before the app serves"
+        response = await self.outbound.request(
+            "GET", url, headers=[("accept", "application/json")],
+            max_bytes=MAX_KEY_DOCUMENT_BYTES)
+        if response.status != 200:
+            return response.status, None
+        return 200, json.loads(response.body)
+
+
+def federation() -> FederationService:
+    service: FederationService = current_app.extensions[FEDERATION_KEY]
+    return service
