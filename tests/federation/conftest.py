@@ -244,7 +244,7 @@ def module_database_url(request: pytest.FixtureRequest,
 async def make_world(app: Quart, base: str, partner: Peer, stranger: Peer, public: Peer
                      ) -> World:
     state = app.extensions["fieldcast"]
-    async with state.db.write() as session:
+    async with state.change_log.write() as session:
         await accounts.create_user(session, state.passwords, username="admin",
                                    password=PASSWORD, is_admin=True, groups=[])
     admin = app.test_client()
