@@ -52,7 +52,8 @@ class CliError(Exception):
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
-    return load_settings(data_dir=args.data_dir, config_file=args.config, overrides=overrides)
+    return load_settings(data_dir=args.data_dir, config_file=args.config, environ=os.environ,
+                         overrides=overrides)
 
 
 def _read_password(args: argparse.Namespace, *, generate: bool) -> tuple[str, bool]:
@@ -108,7 +109,8 @@ def cmd_init(args: argparse.Namespace) -> None:
         "instance_name": args.instance_name,
         "bind": args.bind,
     }
-    settings = load_settings(data_dir=data_dir, config_file=args.config, overrides=overrides)
+    settings = load_settings(data_dir=data_dir, config_file=args.config, environ=os.environ,
+                             overrides=overrides)
     if not config_path.exists():
         config_path.write_text(render_toml(settings))
         print(f"wrote {config_path}")
