@@ -128,11 +128,11 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
 def _refuse_unknown(names: Iterable[str], source: str, *, prefix: str = "") -> None:
     """Refuse names that no setting claims, so that a typo ("databse_url") is an error
     instead of a silently ignored line; each with the setting it most likely meant."""
-    names = sorted(names)
-    if not names:
+    unknown = sorted(names)
+    if not unknown:
         return
     described = []
-    for name in names:
+    for name in unknown:
         # Compared without the prefix, which every candidate shares.
         bare = name.removeprefix(prefix).lower()
         close = difflib.get_close_matches(bare, list(_TYPES), n=1, cutoff=0.6)
