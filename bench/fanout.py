@@ -406,7 +406,7 @@ def summarize_profile(raw: str, top: int) -> list[str]:
         # The first path component names the library (stdlib modules included).
         areas[path.split("/")[0].removesuffix(".py")] += count
         for func, path in set(parsed):
-            if path.startswith(("hub/", "instance/")) and path != "instance/cli.py":
+            if path.startswith(("hub/", "instance/")) and not path.startswith("instance/cli/"):
                 inclusive[f"{func} ({path})"] += count
     if not busy:
         return ["  (no busy samples)"]

@@ -76,6 +76,12 @@ async def user_json(session: AsyncSession, user: User) -> dict[str, Any]:
     }
 
 
+async def users_json(session: AsyncSession) -> list[dict[str, Any]]:
+    """Every user as `user_json`, by username: the admin listing of the API and CLI."""
+    users = (await session.execute(select(User).order_by(User.username))).scalars().all()
+    return [await user_json(session, u) for u in users]
+
+
 async def create_user(
     session: AsyncSession,
     passwords: Passwords,
@@ -230,6 +236,17 @@ async def group_members(session: AsyncSession, group: Group) -> list[str]:
     return list(rows.scalars())
 
 
+async def groups_json(session: AsyncSession) -> list[dict[str, Any]]:
+    """Every group by name, with its members (None for the built-in groups, whose
+    membership is implicit): the admin listing of the API and CLI."""
+    groups = (await session.execute(select(Group).order_by(Group.name))).scalars().all()
+    return [
+        {"name": g.name, "description": g.description, "builtin": g.builtin,
+         "members": None if g.builtin else await group_members(session, g)}
+        for g in groups
+    ]
+
+
 async def set_membership(
     session: AsyncSession, group_name: str, username: str, member: bool
 ) -> None:
@@ -281,20 +298,13 @@ async def user_for_session(
 ) -> tuple[User, list[int], datetime] | None:
     """The session's user, the ids of the groups they joined and when the session
     expires, in one query."""
-    rows = (
-        await session.execute(
-            select(User, Session.expires_at, user_groups.c.group_id)
-            .join(Session, Session.user_id == User.id)
-            .outerjoin(user_groups, user_groups.c.user_id == User.id)
-            .where(Session.token_hash == digest(token))
-        )
-    ).all()
-    if not rows:
+    found = await _credential_owner(session, Session, Session.expires_at, token)
+    if found is None:
         return None
-    user, expires_at = rows[0][0], rows[0][1]
-    if as_utc(expires_at) <= now() or user.disabled:
+    user, expires_at, group_ids = found
+    if as_utc(expires_at) <= now():
         return None
-    return user, [gid for *_, gid in rows if gid is not None], as_utc(expires_at)
+    return user, group_ids, as_utc(expires_at)
 
 
 async def create_token(session: AsyncSession, user: User, name: Any) -> tuple[ApiToken, str]:
@@ -311,12 +321,20 @@ async def user_for_token(
     session: AsyncSession, secret: str
 ) -> tuple[User, datetime | None, list[int]] | None:
     """The token's user, when the token was last used, and the user's group ids."""
+    return await _credential_owner(session, ApiToken, ApiToken.last_used_at, secret)
+
+
+async def _credential_owner(
+    session: AsyncSession, kind: type[Session] | type[ApiToken], column: Any, secret: str
+) -> tuple[User, Any, list[int]] | None:
+    """The enabled user holding a session or token secret, that credential's `column`,
+    and the user's group ids: one query, as every request asks it."""
     rows = (
         await session.execute(
-            select(User, ApiToken.last_used_at, user_groups.c.group_id)
-            .join(ApiToken, ApiToken.user_id == User.id)
+            select(User, column, user_groups.c.group_id)
+            .join(kind, kind.user_id == User.id)
             .outerjoin(user_groups, user_groups.c.user_id == User.id)
-            .where(ApiToken.token_hash == digest(secret))
+            .where(kind.token_hash == digest(secret))
         )
     ).all()
     if not rows or rows[0][0].disabled:

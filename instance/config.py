@@ -1,22 +1,36 @@
 """Settings: one typed object, loaded from a TOML file and then the environment.
 
 Precedence, lowest first: the defaults below, ``{data_dir}/fieldcast.toml`` (or the file
-named by ``--config`` / ``FIELDCAST_CONFIG``), then ``FIELDCAST_*`` environment variables.
-Nothing below this module reads ``os.environ``: the object is passed down.
+named by ``--config`` / ``FIELDCAST_CONFIG``), then ``FIELDCAST_<NAME>`` environment
+variables, then the command line. The fields of `Settings` are the only list of settings:
+their annotations are the types every source is checked against, and a name no field
+claims is refused, whether it comes from the file or the environment. Nobody reads
+``os.environ`` but the entry points (`instance.cli`, `instance.asgi`), which pass it here;
+below them the object is passed down.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import difflib
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 CONFIG_FILENAME = "fieldcast.toml"
+ENV_PREFIX = "FIELDCAST_"
+# Variables under ENV_PREFIX that name no setting and are not refused: the loader's own
+# (which file to read), and those the test harness reads for itself, which reach the
+# server processes it starts because they inherit its environment.
+NOT_SETTINGS = frozenset({
+    "FIELDCAST_CONFIG",
+    "FIELDCAST_TEST_POSTGRES_URL",  # tests/conftest.py, bench/writes.py
+    "FIELDCAST_TEST_REDIS_URL",  # tests/hub/test_multiprocess.py
+    "FIELDCAST_CHROMIUM",  # tests/browser/conftest.py
+})
 
 
 class ConfigError(Exception):
@@ -69,9 +83,6 @@ class Settings:
     hub_lease_min_seconds: int = 60
     hub_lease_default_seconds: int = 10 * 24 * 3600
     hub_lease_max_seconds: int = 31 * 24 * 3600
-    # Extra values from the TOML file that no setting above claims are refused, so a
-    # typo ("databse_url") is an error instead of a silently ignored line.
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def effective_database_url(self) -> str:
@@ -91,27 +102,9 @@ class Settings:
         return validate(dataclasses.replace(self, **changes))
 
 
-_FIELD_TYPES: dict[str, type] = {
-    "data_dir": Path,
-    "database_url": str,
-    "base_url": str,
-    "bind": str,
-    "workers": int,
-    "instance_name": str,
-    "broker_url": str,
-    "live_poll_ms": int,
-    "live_frame_percent": int,
-    "live_deflate": bool,
-    "max_body_bytes": int,
-    "session_ttl_seconds": int,
-    "argon2_time_cost": int,
-    "argon2_memory_kib": int,
-    "argon2_parallelism": int,
-    "allow_private_callbacks": bool,
-    "allow_http_callbacks": bool,
-    "hub_lease_min_seconds": int,
-    "hub_lease_default_seconds": int,
-    "hub_lease_max_seconds": int,
+# Each setting's type, from the annotations above: the one table of settings.
+_TYPES: dict[str, type] = {
+    f.name: get_type_hints(Settings)[f.name] for f in fields(Settings)
 }
 
 
@@ -119,7 +112,8 @@ _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 def _coerce(name: str, raw: Any, source: str) -> Any:
-    kind = _FIELD_TYPES[name]
+    """`raw` as the type of setting `name`: a TOML value, or text from the environment."""
+    kind = _TYPES[name]
     if kind is bool:
         if isinstance(raw, bool):
             return raw
@@ -140,11 +134,30 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
     return raw
 
 
+def _refuse_unknown(names: Iterable[str], source: str, *, prefix: str = "") -> None:
+    """Refuse names that no setting claims, so that a typo ("databse_url") is an error
+    instead of a silently ignored line; each with the setting it most likely meant."""
+    unknown = sorted(names)
+    if not unknown:
+        return
+    described = []
+    for name in unknown:
+        # Compared without the prefix, which every candidate shares.
+        bare = name.removeprefix(prefix).lower()
+        close = difflib.get_close_matches(bare, list(_TYPES), n=1, cutoff=0.6)
+        meant = (prefix + close[0].upper() if prefix else close[0]) if close else None
+        described.append(f"{name} (did you mean {meant}?)" if meant else name)
+    known = ", ".join(sorted(_TYPES))
+    spelled = f" ({prefix}<NAME> in the environment)" if prefix else ""
+    raise ConfigError(f"unknown setting(s): {', '.join(described)} in {source}. "
+                      f"Known settings: {known}{spelled}")
+
+
 def validate(settings: Settings) -> Settings:
-    if settings.extra:
-        names = ", ".join(sorted(settings.extra))
-        known = ", ".join(sorted(_FIELD_TYPES))
-        raise ConfigError(f"unknown setting(s): {names}. Known settings: {known}")
+    for name, kind in _TYPES.items():
+        value = getattr(settings, name)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"{name} must be of type {kind.__name__}, got {value!r}")
     parts = urlsplit(settings.base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(
@@ -197,57 +210,58 @@ def validate(settings: Settings) -> Settings:
 
 def load_settings(
     *,
+    environ: Mapping[str, str],
     data_dir: str | Path | None = None,
     config_file: str | Path | None = None,
-    environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Build the settings from defaults, the TOML file, the environment and overrides."""
-    env = os.environ if environ is None else environ
+    """Build the settings from defaults, the TOML file, the environment `environ` (the
+    caller's: this module never reads os.environ) and overrides from the command line."""
+    env_names = [n for n in environ if n.startswith(ENV_PREFIX) and n not in NOT_SETTINGS]
+    _refuse_unknown(
+        (n for n in env_names if n.removeprefix(ENV_PREFIX).lower() not in _TYPES
+         or n != ENV_PREFIX + n.removeprefix(ENV_PREFIX).lower().upper()),
+        "the environment", prefix=ENV_PREFIX,
+    )
     values: dict[str, Any] = {}
     if data_dir is None:
-        data_dir = env.get("FIELDCAST_DATA_DIR")
+        data_dir = environ.get(f"{ENV_PREFIX}DATA_DIR")
     if data_dir is not None:
         values["data_dir"] = Path(data_dir)
     base_dir = Path(values.get("data_dir", Settings.data_dir))
 
     if config_file is None:
-        config_file = env.get("FIELDCAST_CONFIG")
+        config_file = environ.get(f"{ENV_PREFIX}CONFIG")
     path = Path(config_file) if config_file else base_dir / CONFIG_FILENAME
     if config_file and not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    extra: dict[str, Any] = {}
     if path.is_file():
         try:
             with path.open("rb") as fh:
                 loaded = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        _refuse_unknown((key for key in loaded if key not in _TYPES), str(path))
         for key, raw in loaded.items():
-            if key in _FIELD_TYPES:
-                # data_dir from the command line or environment wins over the file.
-                if key == "data_dir" and "data_dir" in values:
-                    continue
-                values[key] = _coerce(key, raw, str(path))
-            else:
-                extra[key] = raw
+            # data_dir from the command line or environment wins over the file.
+            if key == "data_dir" and "data_dir" in values:
+                continue
+            values[key] = _coerce(key, raw, str(path))
 
-    for name in _FIELD_TYPES:
-        env_name = f"FIELDCAST_{name.upper()}"
-        if env_name in env and name != "data_dir":
-            values[name] = _coerce(name, env[env_name], f"environment variable {env_name}")
+    for env_name in env_names:
+        name = env_name.removeprefix(ENV_PREFIX).lower()
+        if name != "data_dir":
+            values[name] = _coerce(name, environ[env_name], f"environment variable {env_name}")
     for name, raw in (overrides or {}).items():
         if raw is not None:
             values[name] = _coerce(name, raw, "command line")
-    known = {f.name for f in fields(Settings)}
-    assert set(values) <= known
-    return validate(Settings(**values, extra=extra))
+    return validate(Settings(**values))
 
 
 def render_toml(settings: Settings) -> str:
     """The config file `fieldcast init` writes: every setting, so it teaches itself."""
     lines = ["# fieldcast configuration. Environment variables FIELDCAST_<NAME> override it."]
-    for name in _FIELD_TYPES:
+    for name in _TYPES:
         if name == "data_dir":
             continue
         value = getattr(settings, name)

@@ -11,14 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, redirect, render_template, request, url_for
-from sqlalchemy import select
 from werkzeug.wrappers.response import Response
 
 from instance import changelog, items, trackers
-from instance.api.trackers import visible
 from instance.errors import ApiError
-from instance.models import Tracker
-from instance.rights import load_fields
 from instance.web import caller, db, state
 
 bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
@@ -46,9 +42,7 @@ async def login() -> str:
 async def home() -> str | Response:
     user, who = await caller()
     async with db().read() as session:
-        rows = (await session.execute(select(Tracker).order_by(Tracker.slug))).scalars().all()
-        fields = await load_fields(session, [t.id for t in rows])
-        shown = [t for t in rows if visible(fields[t.id], who)]
+        shown = [t for t, _ in await trackers.visible_trackers(session, who)]
     if not shown and user is None:
         return _to_login()
     return await _page("home.html", trackers=shown)
@@ -60,7 +54,7 @@ async def tracker(slug: str) -> str | Response:
     async with db().read() as session:
         found = await trackers.get_tracker(session, slug)
         fields = await trackers.tracker_fields(session, found)
-        if not visible(fields, who):
+        if not trackers.tracker_visible(fields, who):
             if user is None:
                 return _to_login()
             raise ApiError(404, "not_found", f"tracker {slug!r} does not exist or you may "

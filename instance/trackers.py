@@ -49,6 +49,20 @@ async def slugs(session: AsyncSession, ids: Iterable[int]) -> dict[int, str]:
     return {tid: slug for tid, slug in rows.all()}
 
 
+def tracker_visible(fields: list[FieldDef], who: Principal) -> bool:
+    """Whether `who` sees a tracker at all: admins always; others only a tracker of which
+    they may read at least one field."""
+    return who.is_admin or any(f.readable_by(who) for f in fields)
+
+
+async def visible_trackers(session: AsyncSession, who: Principal
+                           ) -> list[tuple[Tracker, list[FieldDef]]]:
+    """The trackers `who` sees, by slug, each with its fields in display order."""
+    rows = (await session.execute(select(Tracker).order_by(Tracker.slug))).scalars().all()
+    fields = await load_fields(session, [t.id for t in rows])
+    return [(t, fields[t.id]) for t in rows if tracker_visible(fields[t.id], who)]
+
+
 def tracker_json(tracker: Tracker, fields: list[FieldDef], who: Principal,
                  group_names: dict[int, str]) -> dict[str, Any]:
     return {
@@ -125,7 +139,14 @@ def _no_unknown(data: dict[str, Any], allowed: set[str], what: str) -> None:
         )
 
 
-def _check_export(mode: Any, partners: Any) -> tuple[str, list[str]]:
+def _check_export(export: Any, field_type: str, mode: str, partners: list[str]
+                  ) -> tuple[str, list[str]]:
+    """A field's export setting {mode, partners} as given, over the current `mode` and
+    `partners`: (mode, partner base URLs, deduplicated and sorted)."""
+    if not isinstance(export, dict):
+        raise invalid("export must be an object {mode, partners}")
+    _no_unknown(export, {"mode", "partners"}, "export")
+    mode, partners = export.get("mode", mode), export.get("partners", partners)
     if mode not in EXPORT_MODES:
         raise invalid(f"export.mode must be one of {', '.join(EXPORT_MODES)}; got {mode!r}")
     if not isinstance(partners, list) or not all(isinstance(p, str) for p in partners):
@@ -140,6 +161,8 @@ def _check_export(mode: Any, partners: Any) -> tuple[str, list[str]]:
         cleaned.append(f"{parts.scheme}://{parts.netloc}")
     if mode == "partners" and not cleaned:
         raise invalid("export.mode 'partners' needs at least one partner instance")
+    if field_type == "remote" and mode != "none":
+        raise invalid("a remote field mirrors another instance's field and cannot be exported")
     return mode, sorted(set(cleaned))
 
 
@@ -166,13 +189,7 @@ async def create_field(session: AsyncSession, tracker: Tracker, data: dict[str, 
         )) + 1
     if not isinstance(position, int) or isinstance(position, bool):
         raise invalid("position must be a whole number")
-    export = data.get("export", {"mode": "none", "partners": []})
-    if not isinstance(export, dict):
-        raise invalid("export must be an object {mode, partners}")
-    _no_unknown(export, {"mode", "partners"}, "export")
-    mode, partners = _check_export(export.get("mode", "none"), export.get("partners", []))
-    if field_type == "remote" and mode != "none":
-        raise invalid("a remote field mirrors another instance's field and cannot be exported")
+    mode, partners = _check_export(data.get("export", {}), field_type, "none", [])
     field = Field(
         tracker_id=tracker.id, name=name, label=label, type=field_type, options=options,
         position=position, export_mode=mode, export_partners=partners, created_at=now(),
@@ -201,15 +218,8 @@ async def update_field(session: AsyncSession, field: Field, data: dict[str, Any]
             raise invalid("position must be a whole number")
         field.position = data["position"]
     if "export" in data:
-        export = data["export"]
-        if not isinstance(export, dict):
-            raise invalid("export must be an object {mode, partners}")
-        _no_unknown(export, {"mode", "partners"}, "export")
-        mode, partners = _check_export(export.get("mode", field.export_mode),
-                                       export.get("partners", list(field.export_partners)))
-        if field.type == "remote" and mode != "none":
-            raise invalid("a remote field mirrors another instance's field and cannot be exported")
-        field.export_mode, field.export_partners = mode, partners
+        field.export_mode, field.export_partners = _check_export(
+            data["export"], field.type, field.export_mode, list(field.export_partners))
     for kind in ("read", "edit"):
         if f"{kind}_groups" in data:
             await set_field_groups(session, field, kind, data[f"{kind}_groups"])

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from quart import Blueprint
-from sqlalchemy import select
 
 from instance import accounts
 from instance.errors import forbidden, invalid
-from instance.models import Group, User
 from instance.web import change_log, db, json_body, require_admin, require_login, state
 
 bp = Blueprint("admin", __name__, url_prefix="/api")
@@ -17,8 +15,7 @@ bp = Blueprint("admin", __name__, url_prefix="/api")
 async def list_users():  # type: ignore[no-untyped-def]
     await require_admin()
     async with db().read() as session:
-        users = (await session.execute(select(User).order_by(User.username))).scalars().all()
-        return {"users": [await accounts.user_json(session, u) for u in users]}
+        return {"users": await accounts.users_json(session)}
 
 
 @bp.post("/users")
@@ -64,12 +61,7 @@ async def update_user(username: str):  # type: ignore[no-untyped-def]
 async def list_groups():  # type: ignore[no-untyped-def]
     await require_admin()
     async with db().read() as session:
-        groups = (await session.execute(select(Group).order_by(Group.name))).scalars().all()
-        return {"groups": [
-            {"name": g.name, "description": g.description, "builtin": g.builtin,
-             "members": None if g.builtin else await accounts.group_members(session, g)}
-            for g in groups
-        ]}
+        return {"groups": await accounts.groups_json(session)}
 
 
 @bp.post("/groups")

@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 from quart import Blueprint
-from sqlalchemy import select
 
 from instance import trackers
 from instance.errors import not_found
-from instance.models import Tracker
-from instance.rights import FieldDef, Principal, load_fields
+from instance.rights import Principal
 from instance.web import change_log, db, json_body, principal, require_admin
 
 bp = Blueprint("trackers", __name__, url_prefix="/api/trackers")
-
-
-def visible(fields: list[FieldDef], who: Principal) -> bool:
-    # A tracker of which the caller may read no field is not shown at all.
-    return who.is_admin or any(f.readable_by(who) for f in fields)
 
 
 @bp.get("")
 async def list_trackers():  # type: ignore[no-untyped-def]
     who = await principal()
     async with db().read() as session:
-        rows = (await session.execute(select(Tracker).order_by(Tracker.slug))).scalars().all()
-        fields = await load_fields(session, [t.id for t in rows])
+        shown = await trackers.visible_trackers(session, who)
         names = await trackers.group_names(session)
-        return {"trackers": [
-            trackers.tracker_json(t, fields[t.id], who, names)
-            for t in rows if visible(fields[t.id], who)
-        ]}
+        return {"trackers": [trackers.tracker_json(t, fields, who, names) for t, fields in shown]}
 
 
 @bp.post("")
@@ -45,7 +34,7 @@ async def _tracker_view(slug: str, who: Principal):  # type: ignore[no-untyped-d
     async with db().read() as session:
         tracker = await trackers.get_tracker(session, slug)
         fields = await trackers.tracker_fields(session, tracker)
-        if not visible(fields, who):
+        if not trackers.tracker_visible(fields, who):
             raise not_found(f"tracker {slug!r}")
         return trackers.tracker_json(tracker, fields, who, await trackers.group_names(session))
 

@@ -83,6 +83,15 @@ def test_admin_commands_and_their_errors(tmp_path: Path) -> None:
     assert token.startswith("fc_")
 
 
+def test_misspelt_environment_variable_is_refused(tmp_path: Path) -> None:
+    out = run("user", "list", "--data-dir", str(tmp_path / "d"),
+              env={"FIELDCAST_DATABSE_URL": "postgresql+asyncpg://x/y"})
+    assert out.returncode == 2
+    assert out.stderr.startswith("fieldcast: error: unknown setting(s): FIELDCAST_DATABSE_URL "
+                                 "(did you mean FIELDCAST_DATABASE_URL?)")
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
 def test_serve_and_restart_keep_data(tmp_path: Path) -> None:
     inst = RunningInstance.create(tmp_path, "a")
     inst.start()

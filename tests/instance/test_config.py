@@ -70,3 +70,20 @@ def test_refusals(tmp_path: Path, toml: str, env: dict[str, str], message: str) 
 def test_missing_named_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(config_file=tmp_path / "nope.toml", environ={})
+
+
+@pytest.mark.parametrize(("name", "meant"), [("FIELDCAST_DATABSE_URL", "FIELDCAST_DATABASE_URL"),
+                                             ("FIELDCAST_bind", "FIELDCAST_BIND")])
+def test_unknown_environment_variable(tmp_path: Path, name: str, meant: str) -> None:
+    message = rf"unknown setting\(s\): {name} \(did you mean {meant}\?\)"
+    with pytest.raises(ConfigError, match=message):
+        load_settings(data_dir=tmp_path, environ={name: "x"})
+
+
+def test_variables_that_are_no_setting(tmp_path: Path) -> None:
+    # The test suite's own variables reach the servers it starts; other prefixes are not ours.
+    s = load_settings(data_dir=tmp_path, environ={
+        "FIELDCAST_TEST_POSTGRES_URL": "x", "FIELDCAST_TEST_REDIS_URL": "x",
+        "FIELDCAST_CHROMIUM": "x", "FIELDCASTLE": "x", "PATH": "/bin",
+    })
+    assert s == load_settings(data_dir=tmp_path, environ={})
