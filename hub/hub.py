@@ -294,7 +294,8 @@ class Hub:
             self._fan_out(rec)
         elif rec.kind is ChangeKind.ITEM_DELETED and rec.item is not None:
             self._item_deleted(rec.item)
-        elif rec.kind is ChangeKind.RIGHTS:
+        elif rec.kind in (ChangeKind.RIGHTS, ChangeKind.FIELD_DELETED):
+            # A deleted field is no longer readable by anyone: the same as a rights change.
             await self._rights_changed()
         elif rec.kind is ChangeKind.SESSION and rec.subject is not None:
             await self._sessions_changed(rec.subject)

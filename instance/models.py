@@ -189,17 +189,13 @@ class FieldValue(Base):
 class ChangeLog(Base):
     """Append-only event log. ``id`` is the event id, handed out by EventCounter, so it is
     gap-free and in commit order. Item and field ids are plain columns (no foreign keys)
-    so the history outlives what it describes.
-
-    ``kind`` is "value" for a field change, "deleted" when an item was deleted, "rights"
-    when who may read what changed, and "session" when a user's logins ended; the last
-    two carry no item. The live hub reads
-    all three in order, so a rights change applies exactly between the right updates.
+    so the history outlives what it describes. ``kind`` is a ``hub.changes.ChangeKind``;
+    instance/changelog.py is the one module that writes and reads this table.
     """
 
     __tablename__ = "change_log"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
-    kind: Mapped[str] = mapped_column(String(10), default="value")
+    kind: Mapped[str] = mapped_column(String(20), default="value")
     item_id: Mapped[int | None] = mapped_column(BigInteger, index=True, nullable=True)
     tracker_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     field_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

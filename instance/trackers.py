@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance import changelog
 from instance.accounts import groups_by_name, iso, now
+from instance.changelog import LogSession
 from instance.errors import conflict, invalid, not_found
 from instance.fieldtypes import FieldTypeError, check_name, validate_options
 from instance.models import Field, Group, Tracker, field_edit_groups, field_read_groups
@@ -166,7 +167,7 @@ def _check_export(export: Any, field_type: str, mode: str, partners: list[str]
     return mode, sorted(set(cleaned))
 
 
-async def create_field(session: AsyncSession, tracker: Tracker, data: dict[str, Any]) -> Field:
+async def create_field(session: LogSession, tracker: Tracker, data: dict[str, Any]) -> Field:
     allowed = {"name", "label", "type", "options", "position", "read_groups", "edit_groups",
                "export"}
     _no_unknown(data, allowed, "a field")
@@ -200,10 +201,13 @@ async def create_field(session: AsyncSession, tracker: Tracker, data: dict[str, 
     await set_field_groups(session, field, "read", data.get("read_groups", [REGISTERED]))
     await set_field_groups(session, field, "edit", data.get("edit_groups", [REGISTERED]))
     await changelog.rights_changed(session, now())
+    if mode != "none":
+        await changelog.export_changed(session, now(), tracker_id=tracker.id, field_id=field.id,
+                                       field_name=field.name)
     return field
 
 
-async def update_field(session: AsyncSession, field: Field, data: dict[str, Any]) -> None:
+async def update_field(session: LogSession, field: Field, data: dict[str, Any]) -> None:
     allowed = {"label", "options", "position", "read_groups", "edit_groups", "export"}
     _no_unknown(data, allowed, "a field (its name and type are fixed)")
     if "label" in data:
@@ -217,15 +221,31 @@ async def update_field(session: AsyncSession, field: Field, data: dict[str, Any]
         if not isinstance(data["position"], int) or isinstance(data["position"], bool):
             raise invalid("position must be a whole number")
         field.position = data["position"]
+    export_before = (field.export_mode, sorted(field.export_partners))
     if "export" in data:
         field.export_mode, field.export_partners = _check_export(
             data["export"], field.type, field.export_mode, list(field.export_partners))
     for kind in ("read", "edit"):
         if f"{kind}_groups" in data:
             await set_field_groups(session, field, kind, data[f"{kind}_groups"])
+    await session.flush()
+    # Appended last: the event counter's lock is held from here to the commit.
     if "read_groups" in data or "edit_groups" in data:
         await changelog.rights_changed(session, now())
+    if (field.export_mode, sorted(field.export_partners)) != export_before:
+        await changelog.export_changed(session, now(), tracker_id=field.tracker_id,
+                                       field_id=field.id, field_name=field.name)
+
+
+async def delete_field(session: LogSession, field: Field) -> None:
+    """Delete a field and all its values. The change log keeps their history; readers
+    learn of it from a FIELD_DELETED row (the live hub re-reads rights, federation
+    re-checks what its subscribers may see)."""
+    tracker_id, field_id, name = field.tracker_id, field.id, field.name
+    await session.delete(field)
     await session.flush()
+    await changelog.field_deleted(session, now(), tracker_id=tracker_id, field_id=field_id,
+                                  field_name=name)
 
 
 async def set_field_groups(session: AsyncSession, field: Field, kind: str, names: Any) -> None:

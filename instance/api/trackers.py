@@ -75,5 +75,14 @@ async def update_field(slug: str, name: str):  # type: ignore[no-untyped-def]
     return _field_view(await _tracker_view(slug, who), name)
 
 
+@bp.delete("/<slug>/fields/<name>")
+async def delete_field(slug: str, name: str) -> tuple[str, int]:
+    await require_admin()
+    async with change_log().write() as session:
+        tracker = await trackers.get_tracker(session, slug)
+        await trackers.delete_field(session, await trackers.get_field(session, tracker, name))
+    return "", 204
+
+
 def _field_view(tracker_view: dict, name: str) -> dict:  # type: ignore[type-arg]
     return next(f for f in tracker_view["fields"] if f["name"] == name)

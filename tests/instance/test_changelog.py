@@ -1,0 +1,199 @@
+"""The change log's owner: kinds readers react to, listeners after commit, and the edges
+where the log meets a slow broker or a protocol error. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+from quart import Quart
+
+from hub.changes import Appended, ChangeKind
+from hub.hub import HubConfig
+from instance.app import create_app
+from instance.db import Database
+from instance.live.service import LIVE_KEY
+from protocol.errors import LocalProtocolError, RemoteProtocolError
+from tests.conftest import Env, fast_settings
+from tests.hub.test_live import Socket
+
+
+@pytest.fixture
+async def app(tmp_path: Path, database_url: str) -> AsyncIterator[Quart]:
+    settings = fast_settings(tmp_path, database_url)
+    app = create_app(settings, database=Database(settings.effective_database_url),
+                     hub_config=HubConfig(poll_interval=0.2))
+
+    # Stand-ins for handlers that meet a peer's bad message, registered before serving.
+    @app.get("/test/remote-error")
+    async def remote_error() -> None:
+        raise RemoteProtocolError("the signature does not verify", status_hint=401)
+
+    @app.get("/test/odd-hint")
+    async def odd_hint() -> None:
+        raise LocalProtocolError("refused", status_hint=299)
+
+    async with app.test_app():
+        yield app
+
+
+async def log_after(env: Env, after: int) -> list[tuple[ChangeKind, str | None]]:
+    rows = await env.state.change_log.read(after, 100)
+    return [(c.kind, c.field) for c in rows]
+
+
+async def setup(env: Env) -> int:
+    admin = await env.client("admin")
+    assert (await admin.post("/api/trackers", json={"slug": "bugs"})).status_code == 201
+    for name in ("title", "status"):
+        r = await admin.post("/api/trackers/bugs/fields", json={"name": name})
+        assert r.status_code == 201
+    r = await admin.post("/api/trackers/bugs/items", json={"fields": {"title": "t0"}})
+    return int((await r.get_json())["id"])
+
+
+async def test_export_changes_are_logged_once_per_real_change(env: Env) -> None:
+    await setup(env)
+    admin = await env.client("admin")
+    head = await env.state.change_log.head()
+    url = "/api/trackers/bugs/fields/status"
+    partners = {"mode": "partners", "partners": ["https://b.example"]}
+    assert (await admin.patch(url, json={"export": partners})).status_code == 200
+    # The same settings again change nothing a reader must react to.
+    assert (await admin.patch(url, json={"export": partners})).status_code == 200
+    assert (await admin.patch(url, json={"label": "State"})).status_code == 200
+    assert (await admin.patch(url, json={"export": {"mode": "none"}})).status_code == 200
+    assert await log_after(env, head) == [(ChangeKind.EXPORT, "status"),
+                                          (ChangeKind.EXPORT, "status")]
+    # A field created exported is an export change too (and a rights change).
+    head = await env.state.change_log.head()
+    r = await admin.post("/api/trackers/bugs/fields",
+                         json={"name": "summary", "export": {"mode": "public"}})
+    assert r.status_code == 201
+    assert await log_after(env, head) == [(ChangeKind.RIGHTS, None),
+                                          (ChangeKind.EXPORT, "summary")]
+    # Export events are for the instance's own readers, not in /api/changes.
+    body = await (await admin.get(f"/api/changes?since={head}")).get_json()
+    assert body["changes"] == [] and body["next"] == head + 2
+
+
+async def test_field_deletion_is_logged_and_reaches_open_sockets(env: Env) -> None:
+    item = await setup(env)
+    admin = await env.client("admin")
+    await env.user("bob")
+    bob = await env.client("bob")
+    r = await admin.patch(f"/api/items/{item}/fields/status", json={"value": "open"})
+    assert r.status_code == 200
+    async with bob.websocket("/live") as wb:
+        sb = Socket(wb)
+        await sb.send(type="subscribe", items=[item])
+        assert (await sb.next("subscribed"))["items"] == [item]
+        head = await env.state.change_log.head()
+        assert (await bob.delete("/api/trackers/bugs/fields/status")).status_code == 403
+        assert (await admin.delete("/api/trackers/bugs/fields/status")).status_code == 204
+        assert (await admin.delete("/api/trackers/bugs/fields/status")).status_code == 404
+        assert await log_after(env, head) == [(ChangeKind.FIELD_DELETED, "status")]
+        # The socket learns the field is gone, as after a rights change.
+        fields = await sb.next("fields")
+        assert fields["readable"] == ["title"] and fields["editable"] == ["title"]
+    tracker = await (await admin.get("/api/trackers/bugs")).get_json()
+    assert [f["name"] for f in tracker["fields"]] == ["title"]
+    got = await (await admin.get(f"/api/items/{item}")).get_json()
+    assert list(got["fields"]) == ["title"]
+    # The history stays in the log, but no reader is shown values of a field that is gone.
+    changes = (await (await admin.get("/api/changes")).get_json())["changes"]
+    assert [c.get("field") for c in changes] == ["title"]
+
+
+async def test_listeners_hear_each_commit_after_it_and_a_failing_one_harms_nothing(
+    env: Env,
+) -> None:
+    item = await setup(env)
+    admin = await env.client("admin")
+    heard: list[list[Appended]] = []
+
+    def failing(_: Sequence[Appended]) -> None:
+        raise RuntimeError("a broken reader")
+
+    def listener(appended: Sequence[Appended]) -> None:
+        heard.append(list(appended))
+
+    undo_failing = env.state.change_log.on_commit(failing)
+    undo = env.state.change_log.on_commit(listener)
+    try:
+        r = await admin.patch(f"/api/items/{item}/fields/status", json={"value": "a"})
+        assert r.status_code == 200
+        event = (await r.get_json())["event"]
+        assert heard == [[(event, item)]]
+        # A save that changes nothing appends nothing, and nobody is told.
+        r = await admin.patch(f"/api/items/{item}/fields/status", json={"value": "a"})
+        assert r.status_code == 200 and heard == [[(event, item)]]
+        # A refused save commits nothing either.
+        r = await admin.patch(f"/api/items/{item}/fields/status", json={"value": "b"},
+                              headers={"If-Match": '"99"'})
+        assert r.status_code == 412 and heard == [[(event, item)]]
+    finally:
+        undo()
+        undo_failing()
+    r = await admin.patch(f"/api/items/{item}/fields/status", json={"value": "c"})
+    assert r.status_code == 200 and len(heard) == 1
+
+
+class StuckBroker:
+    """A broker whose publish never returns, as a Redis that stopped answering."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def start(self, wake: object) -> None:
+        pass
+
+    async def publish(self, events: list[Appended]) -> None:
+        self.calls += 1
+        await asyncio.Event().wait()
+
+    def watch(self, item: int) -> None:
+        pass
+
+    def unwatch(self, item: int) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_stuck_broker_does_not_hold_up_saves_or_local_sockets(env: Env) -> None:
+    item = await setup(env)
+    admin = await env.client("admin")
+    hub = env.app.extensions[LIVE_KEY].hub
+    broker = StuckBroker()
+    hub.broker = broker
+    async with admin.websocket("/live") as ws:
+        socket = Socket(ws)
+        await socket.send(type="subscribe", items=[item])
+        await socket.next("subscribed")
+        started = time.monotonic()
+        for n in range(3):
+            r = await asyncio.wait_for(
+                admin.patch(f"/api/items/{item}/fields/status", json={"value": f"v{n}"}), 5)
+            assert r.status_code == 200
+        assert time.monotonic() - started < 5
+        got = await socket.updates(3)
+        assert [u["value"] for u in got] == ["v0", "v1", "v2"]
+    # The publish task is stuck in the first call; later commits wait for it, merged.
+    assert broker.calls == 1
+
+
+async def test_protocol_errors_answer_their_status_hint(env: Env) -> None:
+    client = await env.client()
+    r = await client.get("/test/remote-error")
+    assert r.status_code == 401
+    assert await r.get_json() == {"error": "unauthorized",
+                                  "detail": "the signature does not verify"}
+    # A hint that is no error status still answers a client error, never a 5xx.
+    r = await client.get("/test/odd-hint")
+    assert r.status_code == 400
+    assert await r.get_json() == {"error": "bad_request", "detail": "refused"}
