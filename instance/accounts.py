@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance import changelog
+from instance.changelog import LogSession
 from instance.clock import as_utc, now
 from instance.errors import ApiError, conflict, invalid, not_found
 from instance.models import ApiToken, Group, Session, User, user_groups
@@ -83,7 +84,7 @@ async def users_json(session: AsyncSession) -> list[dict[str, Any]]:
 
 
 async def create_user(
-    session: AsyncSession,
+    session: LogSession,
     passwords: Passwords,
     *,
     username: Any,
@@ -118,7 +119,7 @@ async def create_user(
 
 
 async def update_user(
-    session: AsyncSession, passwords: Passwords, user: User, changes: dict[str, Any]
+    session: LogSession, passwords: Passwords, user: User, changes: dict[str, Any]
 ) -> User:
     allowed = {"display_name", "password", "is_admin", "disabled", "groups"}
     unknown = set(changes) - allowed
@@ -152,7 +153,7 @@ async def update_user(
     return user
 
 
-async def set_user_groups(session: AsyncSession, user: User, names: Any) -> None:
+async def set_user_groups(session: LogSession, user: User, names: Any) -> None:
     if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
         raise invalid("groups must be a list of group names")
     groups = await groups_by_name(session, names)
@@ -216,7 +217,7 @@ async def create_group(session: AsyncSession, name: Any, description: Any = "") 
     return group
 
 
-async def delete_group(session: AsyncSession, name: str) -> None:
+async def delete_group(session: LogSession, name: str) -> None:
     group = await session.scalar(select(Group).where(Group.name == name))
     if group is None:
         raise not_found(f"group {name!r}")
@@ -248,7 +249,7 @@ async def groups_json(session: AsyncSession) -> list[dict[str, Any]]:
 
 
 async def set_membership(
-    session: AsyncSession, group_name: str, username: str, member: bool
+    session: LogSession, group_name: str, username: str, member: bool
 ) -> None:
     group = await session.scalar(select(Group).where(Group.name == group_name))
     if group is None:
@@ -285,7 +286,7 @@ async def open_session(session: AsyncSession, user: User, ttl_seconds: int) -> s
     return token
 
 
-async def close_session(session: AsyncSession, token: str) -> None:
+async def close_session(session: LogSession, token: str) -> None:
     user_id = await session.scalar(
         delete(Session).where(Session.token_hash == digest(token)).returning(Session.user_id)
     )

@@ -27,8 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.changes import Appended, Change, ChangeKind
 from instance.clock import as_utc
 from instance.db import Database, run
+from instance.models import Base, EventCounter, Meta, User
 from instance.models import ChangeLog as ChangeLogRow
-from instance.models import EventCounter, Meta, User
 from instance.rights import Principal, load_fields
 
 log = logging.getLogger("fieldcast.changelog")
@@ -50,9 +50,11 @@ class LogSession(AsyncSession):
 
 # ---- appending ---------------------------------------------------------------------------
 
-_counter = EventCounter.__table__
-_log = ChangeLogRow.__table__
-_users = User.__table__
+# Typed as tables (a model's __table__ is only a FromClause to the type checker).
+_counter = Base.metadata.tables[EventCounter.__tablename__]
+_log = Base.metadata.tables[ChangeLogRow.__tablename__]
+_users = Base.metadata.tables[User.__tablename__]
+_meta = Base.metadata.tables[Meta.__tablename__]
 _NEXT_EVENT = (update(_counter).where(_counter.c.id == 1)
                .values(value=_counter.c.value + 1).returning(_counter.c.value))
 _INSERT_EVENT = insert(_log)
@@ -114,7 +116,7 @@ _REPLAY = _ROWS.where(
     _log.c.item_id.in_(bindparam("items", expanding=True)),
 )
 _HEAD = select(_counter.c.value).where(_counter.c.id == 1)
-_EPOCH = select(Meta.__table__.c.value).where(Meta.__table__.c.key == "log_epoch")
+_EPOCH = select(_meta.c.value).where(_meta.c.key == "log_epoch")
 
 
 def _change(r: Any) -> Change:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -70,11 +70,20 @@ class Database:
             async with session.begin():
                 yield session
 
-    @asynccontextmanager
-    async def write(self, session_class: type[S] = AsyncSession  # type: ignore[assignment]
-                    ) -> AsyncIterator[S]:
+    @overload
+    def write(self) -> AbstractAsyncContextManager[AsyncSession]: ...
+
+    @overload
+    def write(self, session_class: type[S]) -> AbstractAsyncContextManager[S]: ...
+
+    def write(self, session_class: type[AsyncSession] = AsyncSession
+              ) -> AbstractAsyncContextManager[AsyncSession]:
         """A write transaction, committed when the block ends. Writes that append to the
         change log open it through ``instance.changelog.ChangeLog.write`` instead."""
+        return self._write(session_class)
+
+    @asynccontextmanager
+    async def _write(self, session_class: type[S]) -> AsyncIterator[S]:
         if self._write_lock is None:
             async with session_class(self.engine, expire_on_commit=False) as session:
                 async with session.begin():

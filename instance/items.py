@@ -25,7 +25,7 @@ from instance.changelog import LogSession
 from instance.db import run
 from instance.errors import ApiError, conflict, forbidden, invalid, not_found
 from instance.fieldtypes import FieldTypeError, validate_value
-from instance.models import FieldValue, Item, Tracker, User
+from instance.models import Base, FieldValue, Item, Tracker, User
 from instance.rights import FieldDef, Principal, load_fields
 
 
@@ -138,7 +138,7 @@ def _editable(f: FieldDef, who: Principal) -> None:
 
 
 # The statements every save runs, built once (see instance.db.run).
-_items, _values_t = Item.__table__, FieldValue.__table__
+_items, _values_t = Base.metadata.tables["items"], Base.metadata.tables["field_values"]
 _BUMP_ITEM = (update(_items).where(_items.c.id == bindparam("b_item"))
               .values(version=_items.c.version + 1).returning(_items.c.version))
 _THIS_VALUE = (_values_t.c.item_id == bindparam("b_item")) & (
@@ -152,7 +152,7 @@ _SET_VALUE = update(_values_t).where(_THIS_VALUE).values(
     updated_at=bindparam("b_at"), updated_by=bindparam("b_by"))
 
 
-_trackers = Tracker.__table__
+_trackers = Base.metadata.tables["trackers"]
 _ITEM_FOR_SAVE = (select(_items.c.id, _items.c.tracker_id, _trackers.c.slug,
                          _trackers.c.require_if_match)
                   .join(_trackers, _trackers.c.id == _items.c.tracker_id)
@@ -166,7 +166,7 @@ async def _bump_item(session: AsyncSession, item_id: int) -> int:
 
 
 def _insert_missing(session: AsyncSession, item_id: int, field_id: int, at: datetime) -> Any:
-    dialect = sqlite if session.bind.dialect.name == "sqlite" else postgresql
+    dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
     return (
         dialect.insert(FieldValue)
         .values(item_id=item_id, field_id=field_id, value=None, version=0, updated_at=at)
@@ -250,7 +250,7 @@ async def save_field(
         # to create it: ON CONFLICT lets the second find the first one's row.
         await session.execute(_insert_missing(session, item.id, f.id, at))
         row = (await run(session, _LOCK_VALUE, this)).one()
-    cur = Current(*row)
+    cur = Current(row.value, row.version, row.updated_at, row.updated_by)
     if if_match is not None and cur.version != if_match:
         by = await session.scalar(select(User.username).where(User.id == cur.updated_by))
         raise ApiError(
@@ -266,7 +266,7 @@ async def save_field(
         by = await session.scalar(select(User.username).where(User.id == cur.updated_by))
         return SaveResult(None, cur.value, cur.version, cur.updated_at, by)
     change = await _apply(session, item.id, item.tracker_id, f, value, who, cur, at, "user")
-    return SaveResult(change, value, change.version, at, who.username)
+    return SaveResult(change, value, cur.version + 1, at, who.username)
 
 
 async def create_item(

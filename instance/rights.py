@@ -120,7 +120,8 @@ async def load_fields(
     read: dict[int, set[int]] = {fid: set() for fid in field_ids}
     edit: dict[int, set[int]] = {fid: set() for fid in field_ids}
     if field_ids:
-        for kind, fid, gid in (await run(session, _GROUPS_OF, {"fields": field_ids})).all():
+        rows = (await run(session, _GROUPS_OF, {"fields": field_ids})).all()
+        for kind, fid, gid in map(tuple, rows):
             (read if kind == "r" else edit)[fid].add(gid)
     out: dict[int, list[FieldDef]] = {tid: [] for tid in ids}
     for f in fields:

@@ -184,10 +184,11 @@ async def create_field(session: LogSession, tracker: Tracker, data: dict[str, An
         raise conflict(f"tracker {tracker.slug!r} already has a field named {name!r}")
     position = data.get("position")
     if position is None:
-        position = (await session.scalar(
+        last = await session.scalar(
             select(func.coalesce(func.max(Field.position), -1)).where(
                 Field.tracker_id == tracker.id)
-        )) + 1
+        )
+        position = int(last if last is not None else -1) + 1
     if not isinstance(position, int) or isinstance(position, bool):
         raise invalid("position must be a whole number")
     mode, partners = _check_export(data.get("export", {}), field_type, "none", [])

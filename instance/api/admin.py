@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from quart import Blueprint
+from quart.typing import ResponseReturnValue
 
 from instance import accounts
 from instance.errors import forbidden, invalid
@@ -12,14 +13,14 @@ bp = Blueprint("admin", __name__, url_prefix="/api")
 
 
 @bp.get("/users")
-async def list_users():  # type: ignore[no-untyped-def]
+async def list_users() -> ResponseReturnValue:
     await require_admin()
     async with db().read() as session:
         return {"users": await accounts.users_json(session)}
 
 
 @bp.post("/users")
-async def create_user():  # type: ignore[no-untyped-def]
+async def create_user() -> ResponseReturnValue:
     await require_admin()
     data = await json_body()
     allowed = {"username", "password", "display_name", "is_admin", "groups"}
@@ -36,7 +37,7 @@ async def create_user():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/users/<username>")
-async def get_user(username: str):  # type: ignore[no-untyped-def]
+async def get_user(username: str) -> ResponseReturnValue:
     me, who = await require_login()
     if not who.is_admin and me.username != username:
         raise forbidden("only an admin may look at other accounts")
@@ -45,7 +46,7 @@ async def get_user(username: str):  # type: ignore[no-untyped-def]
 
 
 @bp.patch("/users/<username>")
-async def update_user(username: str):  # type: ignore[no-untyped-def]
+async def update_user(username: str) -> ResponseReturnValue:
     me, _ = await require_admin()
     data = await json_body()
     async with change_log().write() as session:
@@ -58,14 +59,14 @@ async def update_user(username: str):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/groups")
-async def list_groups():  # type: ignore[no-untyped-def]
+async def list_groups() -> ResponseReturnValue:
     await require_admin()
     async with db().read() as session:
         return {"groups": await accounts.groups_json(session)}
 
 
 @bp.post("/groups")
-async def create_group():  # type: ignore[no-untyped-def]
+async def create_group() -> ResponseReturnValue:
     await require_admin()
     data = await json_body()
     async with change_log().write() as session:
@@ -77,7 +78,7 @@ async def create_group():  # type: ignore[no-untyped-def]
 
 
 @bp.delete("/groups/<name>")
-async def delete_group(name: str):  # type: ignore[no-untyped-def]
+async def delete_group(name: str) -> ResponseReturnValue:
     await require_admin()
     async with change_log().write() as session:
         await accounts.delete_group(session, name)
@@ -85,7 +86,7 @@ async def delete_group(name: str):  # type: ignore[no-untyped-def]
 
 
 @bp.put("/groups/<name>/members/<username>")
-async def add_member(name: str, username: str):  # type: ignore[no-untyped-def]
+async def add_member(name: str, username: str) -> ResponseReturnValue:
     await require_admin()
     async with change_log().write() as session:
         await accounts.set_membership(session, name, username, True)
@@ -93,7 +94,7 @@ async def add_member(name: str, username: str):  # type: ignore[no-untyped-def]
 
 
 @bp.delete("/groups/<name>/members/<username>")
-async def remove_member(name: str, username: str):  # type: ignore[no-untyped-def]
+async def remove_member(name: str, username: str) -> ResponseReturnValue:
     await require_admin()
     async with change_log().write() as session:
         await accounts.set_membership(session, name, username, False)

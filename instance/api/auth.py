@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from quart import Blueprint, jsonify, make_response, request
+from quart.typing import ResponseReturnValue
 from sqlalchemy import delete, select
 
 from instance import accounts, changelog
@@ -16,7 +17,7 @@ bp = Blueprint("auth", __name__, url_prefix="/api")
 
 
 @bp.post("/login")
-async def login():  # type: ignore[no-untyped-def]
+async def login() -> ResponseReturnValue:
     data = await json_body()
     settings = state().settings
     async with change_log().write() as session:
@@ -34,7 +35,7 @@ async def login():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/logout")
-async def logout():  # type: ignore[no-untyped-def]
+async def logout() -> ResponseReturnValue:
     await caller()  # checks Origin for cookie-authenticated requests
     token = request.cookies.get(SESSION_COOKIE)
     if token:
@@ -46,14 +47,14 @@ async def logout():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/me")
-async def me():  # type: ignore[no-untyped-def]
+async def me() -> ResponseReturnValue:
     user, _ = await require_login()
     async with db().read() as session:
         return await accounts.user_json(session, user)
 
 
 @bp.get("/tokens")
-async def list_tokens():  # type: ignore[no-untyped-def]
+async def list_tokens() -> ResponseReturnValue:
     user, _ = await require_login()
     async with db().read() as session:
         rows = await session.execute(
@@ -63,7 +64,7 @@ async def list_tokens():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/tokens")
-async def create_token():  # type: ignore[no-untyped-def]
+async def create_token() -> ResponseReturnValue:
     user, _ = await require_login()
     data = await json_body()
     async with change_log().write() as session:
@@ -74,13 +75,14 @@ async def create_token():  # type: ignore[no-untyped-def]
 
 
 @bp.delete("/tokens/<int:token_id>")
-async def revoke_token(token_id: int):  # type: ignore[no-untyped-def]
+async def revoke_token(token_id: int) -> ResponseReturnValue:
     user, _ = await require_login()
     async with change_log().write() as session:
-        result = await session.execute(
+        deleted = await session.scalar(
             delete(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user.id)
+            .returning(ApiToken.id)
         )
-        if result.rowcount == 0:
+        if deleted is None:
             raise not_found(f"token {token_id}")
         # Live sockets opened with this token close too.
         await changelog.sessions_changed(session, now(), user.id, actor_id=user.id)

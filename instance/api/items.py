@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from quart import Blueprint, request
+from quart.typing import ResponseReturnValue
 
 from hub.changes import Change, ChangeKind
 from instance import changelog, items, trackers
@@ -40,7 +41,7 @@ def _not_modified_or(body: dict[str, Any]) -> Any:
 
 
 @bp.get("/trackers/<slug>/items")
-async def list_items(slug: str):  # type: ignore[no-untyped-def]
+async def list_items(slug: str) -> ResponseReturnValue:
     who = await principal()
     limit = int_arg("limit", 50, minimum=1, maximum=500)
     after = int_arg("after", 0)
@@ -58,7 +59,7 @@ async def list_items(slug: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/trackers/<slug>/items")
-async def create_item(slug: str):  # type: ignore[no-untyped-def]
+async def create_item(slug: str) -> ResponseReturnValue:
     who = await principal()
     data = await json_body()
     if set(data) - {"fields"}:
@@ -88,12 +89,12 @@ async def _item_view(item_id: int) -> dict[str, Any]:
 
 
 @bp.get("/items/<int:item_id>")
-async def get_item(item_id: int):  # type: ignore[no-untyped-def]
+async def get_item(item_id: int) -> ResponseReturnValue:
     return _not_modified_or(await _item_view(item_id))
 
 
 @bp.delete("/items/<int:item_id>")
-async def delete_item(item_id: int):  # type: ignore[no-untyped-def]
+async def delete_item(item_id: int) -> ResponseReturnValue:
     _, who = await require_admin()
     async with change_log().write() as session:
         await items.delete_item(session, item_id, who)
@@ -101,7 +102,7 @@ async def delete_item(item_id: int):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/items/<int:item_id>/fields/<name>")
-async def get_field(item_id: int, name: str):  # type: ignore[no-untyped-def]
+async def get_field(item_id: int, name: str) -> ResponseReturnValue:
     view = await _item_view(item_id)
     if name not in view["fields"]:
         raise not_found(f"field {name!r} of item {item_id}")
@@ -110,7 +111,7 @@ async def get_field(item_id: int, name: str):  # type: ignore[no-untyped-def]
 
 
 @bp.patch("/items/<int:item_id>/fields/<name>")
-async def save_field(item_id: int, name: str):  # type: ignore[no-untyped-def]
+async def save_field(item_id: int, name: str) -> ResponseReturnValue:
     who = await principal()
     if_match = parse_if_match(request.headers.get("If-Match"))
     data = await json_body()
@@ -149,7 +150,7 @@ def change_json(change: Change, trackers: dict[int, str]) -> dict[str, Any]:
 
 
 @bp.get("/changes")
-async def changes():  # type: ignore[no-untyped-def]
+async def changes() -> ResponseReturnValue:
     """The change log after ``since``, filtered by what the caller may read now."""
     who = await principal()
     since = int_arg("since", 0)

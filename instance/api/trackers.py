@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from quart import Blueprint
+from quart.typing import ResponseReturnValue
 
 from instance import trackers
 from instance.errors import not_found
@@ -13,7 +16,7 @@ bp = Blueprint("trackers", __name__, url_prefix="/api/trackers")
 
 
 @bp.get("")
-async def list_trackers():  # type: ignore[no-untyped-def]
+async def list_trackers() -> ResponseReturnValue:
     who = await principal()
     async with db().read() as session:
         shown = await trackers.visible_trackers(session, who)
@@ -22,7 +25,7 @@ async def list_trackers():  # type: ignore[no-untyped-def]
 
 
 @bp.post("")
-async def create_tracker():  # type: ignore[no-untyped-def]
+async def create_tracker() -> ResponseReturnValue:
     _, who = await require_admin()
     data = await json_body()
     async with change_log().write() as session:
@@ -30,7 +33,7 @@ async def create_tracker():  # type: ignore[no-untyped-def]
         return trackers.tracker_json(tracker, [], who, {}), 201
 
 
-async def _tracker_view(slug: str, who: Principal):  # type: ignore[no-untyped-def]
+async def _tracker_view(slug: str, who: Principal) -> dict[str, Any]:
     async with db().read() as session:
         tracker = await trackers.get_tracker(session, slug)
         fields = await trackers.tracker_fields(session, tracker)
@@ -40,12 +43,12 @@ async def _tracker_view(slug: str, who: Principal):  # type: ignore[no-untyped-d
 
 
 @bp.get("/<slug>")
-async def get_tracker(slug: str):  # type: ignore[no-untyped-def]
+async def get_tracker(slug: str) -> ResponseReturnValue:
     return await _tracker_view(slug, await principal())
 
 
 @bp.patch("/<slug>")
-async def update_tracker(slug: str):  # type: ignore[no-untyped-def]
+async def update_tracker(slug: str) -> ResponseReturnValue:
     _, who = await require_admin()
     data = await json_body()
     async with change_log().write() as session:
@@ -54,7 +57,7 @@ async def update_tracker(slug: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/<slug>/fields")
-async def create_field(slug: str):  # type: ignore[no-untyped-def]
+async def create_field(slug: str) -> ResponseReturnValue:
     _, who = await require_admin()
     data = await json_body()
     async with change_log().write() as session:
@@ -65,7 +68,7 @@ async def create_field(slug: str):  # type: ignore[no-untyped-def]
 
 
 @bp.patch("/<slug>/fields/<name>")
-async def update_field(slug: str, name: str):  # type: ignore[no-untyped-def]
+async def update_field(slug: str, name: str) -> ResponseReturnValue:
     _, who = await require_admin()
     data = await json_body()
     async with change_log().write() as session:
@@ -84,5 +87,6 @@ async def delete_field(slug: str, name: str) -> tuple[str, int]:
     return "", 204
 
 
-def _field_view(tracker_view: dict, name: str) -> dict:  # type: ignore[type-arg]
-    return next(f for f in tracker_view["fields"] if f["name"] == name)
+def _field_view(tracker_view: dict[str, Any], name: str) -> dict[str, Any]:
+    field: dict[str, Any] = next(f for f in tracker_view["fields"] if f["name"] == name)
+    return field

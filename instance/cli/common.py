@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from instance.changelog import ChangeLog
+from instance.changelog import ChangeLog, LogSession
 from instance.config import Settings, load_settings
 from instance.db import Database, migrate
 
@@ -59,16 +59,21 @@ async def with_db(settings: Settings, work: Callable[[Database], Awaitable[Any]]
         await db.dispose()
 
 
-def run(
-    settings: Settings,
-    work: Callable[[Database, AsyncSession], Awaitable[Any]],
-    *,
-    write: bool = True,
-) -> Any:
-    """Run `work` in one session (one transaction when `write`) on a migrated database."""
+def run(settings: Settings, work: Callable[[Database, LogSession], Awaitable[Any]]) -> Any:
+    """Run `work` in one write transaction on a migrated database."""
     async def inner(db: Database) -> Any:
         await migrate(db.engine)
-        async with ChangeLog(db).write() if write else db.read() as session:
+        async with ChangeLog(db).write() as session:
+            return await work(db, session)
+
+    return asyncio.run(with_db(settings, inner))
+
+
+def run_read(settings: Settings, work: Callable[[Database, AsyncSession], Awaitable[Any]]) -> Any:
+    """Run `work` in one read transaction on a migrated database."""
+    async def inner(db: Database) -> Any:
+        await migrate(db.engine)
+        async with db.read() as session:
             return await work(db, session)
 
     return asyncio.run(with_db(settings, inner))

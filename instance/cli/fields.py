@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance import trackers
-from instance.cli.common import CliError, Subcommands, run, settings_for
+from instance.changelog import LogSession
+from instance.cli.common import CliError, Subcommands, run, run_read, settings_for
 from instance.db import Database
 
 
@@ -52,7 +53,7 @@ def cmd_field_add(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     if args.label:
         data["label"] = args.label
 
-    async def work(db: Database, session: AsyncSession) -> None:
+    async def work(db: Database, session: LogSession) -> None:
         tracker = await trackers.get_tracker(session, args.tracker)
         await trackers.create_field(session, tracker, data)
 
@@ -77,7 +78,7 @@ def cmd_field_list(args: argparse.Namespace, environ: Mapping[str, str]) -> None
             for f in fields
         ]
 
-    for f in run(settings_for(args, environ), work, write=False):
+    for f in run_read(settings_for(args, environ), work):
         print(
             f"{f['name']:<16} {f['type']:<9} read: {', '.join(f['read']) or 'admins only':<22} "
             f"edit: {', '.join(f['edit']) or 'admins only':<22} export: {f['export']}"
@@ -90,7 +91,7 @@ def cmd_field_rights(args: argparse.Namespace, environ: Mapping[str, str]) -> No
     if not data:
         raise CliError("say what to change: --read, --edit and/or --export")
 
-    async def work(db: Database, session: AsyncSession) -> None:
+    async def work(db: Database, session: LogSession) -> None:
         tracker = await trackers.get_tracker(session, args.tracker)
         await trackers.update_field(
             session, await trackers.get_field(session, tracker, args.name), data

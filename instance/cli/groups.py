@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance import accounts
-from instance.cli.common import Subcommands, run, settings_for
+from instance.changelog import LogSession
+from instance.cli.common import Subcommands, run, run_read, settings_for
 from instance.db import Database
 
 
@@ -25,13 +26,13 @@ def cmd_group_list(args: argparse.Namespace, environ: Mapping[str, str]) -> None
     async def work(db: Database, session: AsyncSession) -> list[dict[str, Any]]:
         return await accounts.groups_json(session)
 
-    for g in run(settings_for(args, environ), work, write=False):
+    for g in run_read(settings_for(args, environ), work):
         who = "(built-in)" if g["builtin"] else (", ".join(g["members"]) or "(no members)")
         print(f"{g['name']:<20} {who}")
 
 
 def cmd_group_delete(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    async def work(db: Database, session: AsyncSession) -> None:
+    async def work(db: Database, session: LogSession) -> None:
         await accounts.delete_group(session, args.name)
 
     run(settings_for(args, environ), work)
@@ -41,7 +42,7 @@ def cmd_group_delete(args: argparse.Namespace, environ: Mapping[str, str]) -> No
 def cmd_group_member(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     add = args.action == "add-member"
 
-    async def work(db: Database, session: AsyncSession) -> None:
+    async def work(db: Database, session: LogSession) -> None:
         await accounts.set_membership(session, args.group, args.username, add)
 
     run(settings_for(args, environ), work)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance import accounts
+from instance.changelog import LogSession
 from instance.cli.common import (
     CliError,
     Subcommands,
@@ -17,6 +18,7 @@ from instance.cli.common import (
     migrate_only,
     read_password,
     run,
+    run_read,
     settings_for,
 )
 from instance.cli.keys import ensure_keys
@@ -38,7 +40,7 @@ def cmd_init(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         print(f"wrote {config_path}")
     # With --exist-ok a database that already has an admin is fine: this is a restart,
     # or another node's data directory for a shared PostgreSQL database.
-    if args.exist_ok and run(settings, _has_admin, write=False):
+    if args.exist_ok and run_read(settings, _has_admin):
         ensure_keys(settings)
         print(f"the database ({describe_db(settings)}) is already set up; nothing to do")
         return
@@ -47,7 +49,7 @@ def cmd_init(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     if reason:
         raise CliError(reason)
 
-    async def work(db: Database, session: AsyncSession) -> None:
+    async def work(db: Database, session: LogSession) -> None:
         if await _has_admin(db, session):
             raise CliError(
                 f"{data_dir} is already set up (it has an admin); "

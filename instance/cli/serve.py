@@ -74,7 +74,7 @@ async def _serve_one(settings: Settings, hconfig: HypercornConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     app = create_app(settings)
     prepare_serving_process(settings)
-    await serve(app, hconfig, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    await serve(app, hconfig, shutdown_trigger=stop.wait)
 
 
 def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance import trackers
-from instance.cli.common import Subcommands, run, settings_for
+from instance.cli.common import Subcommands, run, run_read, settings_for
 from instance.db import Database
 from instance.rights import Principal
 
@@ -36,7 +36,7 @@ def cmd_tracker_list(args: argparse.Namespace, environ: Mapping[str, str]) -> No
         shown = await trackers.visible_trackers(session, OPERATOR)
         return [(t.slug, t.name, len(fields)) for t, fields in shown]
 
-    for slug, name, count in run(settings_for(args, environ), work, write=False):
+    for slug, name, count in run_read(settings_for(args, environ), work):
         print(f"{slug:<20} {name}  ({count} fields)")
 
 

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance import accounts
-from instance.cli.common import CliError, Subcommands, read_password, run, settings_for
+from instance.changelog import LogSession
+from instance.cli.common import CliError, Subcommands, read_password, run, run_read, settings_for
 from instance.db import Database
 from instance.security import Passwords
 
@@ -18,7 +19,7 @@ def cmd_user_add(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     settings = settings_for(args, environ)
     password, generated = read_password(args, generate=True)
 
-    async def work(db: Database, session: AsyncSession) -> None:
+    async def work(db: Database, session: LogSession) -> None:
         await accounts.create_user(
             session,
             Passwords(settings),
@@ -39,7 +40,7 @@ def cmd_user_list(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     async def work(db: Database, session: AsyncSession) -> list[dict[str, Any]]:
         return await accounts.users_json(session)
 
-    for u in run(settings_for(args, environ), work, write=False):
+    for u in run_read(settings_for(args, environ), work):
         flags = ", ".join(
             f for f, on in (("admin", u["is_admin"]), ("disabled", u["disabled"])) if on
         )
@@ -51,7 +52,7 @@ def _user_update(args: argparse.Namespace, environ: Mapping[str, str],
                  changes: dict[str, Any], done: str) -> None:
     settings = settings_for(args, environ)
 
-    async def work(db: Database, session: AsyncSession) -> None:
+    async def work(db: Database, session: LogSession) -> None:
         user = await accounts.get_user(session, args.username)
         await accounts.update_user(session, Passwords(settings), user, changes)
 

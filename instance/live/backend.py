@@ -69,8 +69,8 @@ class DatabaseBackend:
                     .where(Session.token_hash == hashed)
                 )).first()
                 return row is not None and as_utc(row[0]) > now() and not row[1]
-            row = (await session.execute(
+            disabled = await session.scalar(
                 select(User.disabled).join(ApiToken, ApiToken.user_id == User.id)
                 .where(ApiToken.token_hash == hashed)
-            )).first()
-            return row is not None and not row[0]
+            )
+            return disabled is not None and not disabled

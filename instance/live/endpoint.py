@@ -93,10 +93,10 @@ async def _read_messages(hub: Hub, conn: Connection) -> None:
                 items, position = _parse_subscribe(msg)
                 conn.push_control(await hub.subscribe(conn, items, position))
             elif kind == "unsubscribe":
-                items = msg.get("items")
-                if not isinstance(items, list) or not all(isinstance(i, int) for i in items):
+                leaving = msg.get("items")
+                if not isinstance(leaving, list) or not all(isinstance(i, int) for i in leaving):
                     raise ValueError("items must be a list of item ids")
-                hub.unsubscribe(conn, items)
+                hub.unsubscribe(conn, leaving)
             elif kind != "pong":
                 raise ValueError(f"unknown message type {kind!r}; expected subscribe, "
                                  "unsubscribe or pong")
@@ -139,7 +139,8 @@ async def live() -> None:
                            "heartbeat": hub.config.heartbeat})
         reader = asyncio.create_task(_read_messages(hub, conn))
         try:
-            await asyncio.wait({reader, conn.closed}, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {reader, conn.closed}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         finally:
             # Also when the client went away and Quart cancelled this handler.
             reader.cancel()
