@@ -7,16 +7,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hub.outbound import Outbound, OutboundConfig
-from protocol.addresses import AddressPolicy
 from quart import current_app
 
+from hub.outbound import Outbound, OutboundConfig
 from hub.verifier import Verifier, VerifierConfig
 from instance.config import Settings
 from instance.db import Database
 from instance.federation.subscriptions import SqlIntentStore
 from keys.pins import PinFile
 from keys.resolver import KeyResolver
+from protocol.addresses import AddressPolicy
 from protocol.replay import ReplayCache
 from protocol.websub import LeasePolicy
 

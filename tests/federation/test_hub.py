@@ -125,7 +125,7 @@ async def test_lease_expiry_ends_the_subscription(world: World) -> None:
     db = world.app.extensions["fieldcast"].db
     async with db.read() as session:
         assert [s.callback for s in await active_subscribers(session, [item], now())] == [callback]
-    await world.wait_state(callback, "expired", timeout=5)
+    await world.wait_state(callback, "expired", within=5)
     async with db.read() as session:
         assert await active_subscribers(session, [item], now()) == []
 
