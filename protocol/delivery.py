@@ -34,7 +34,13 @@ __all__ = [
 
 
 class Outcome(StrEnum):
-    """What a distribution attempt's answer means for the delivery and the subscription."""
+    """What a distribution attempt's answer means for the delivery and the subscription.
+
+    In the delivery state table (``DeliveryEvent`` in ``protocol.websub``) these are
+    SUCCEEDED, GONE and FAILED; a FAILED attempt becomes GAVE_UP when
+    :meth:`RetryPolicy.next_attempt` returns ``None``. Not imported here, so this
+    module stays free of the WebSub message code.
+    """
 
     #: 2xx: the callback has the content; the delivery is done.
     DELIVERED = "delivered"
