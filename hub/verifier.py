@@ -84,7 +84,7 @@ class HttpResponse(Protocol):
 
 
 class HttpClient(Protocol):
-    async def request(self, method: str, url: str, headers: Sequence[tuple[str, str]] = ...,
+    async def request(self, method: str, url: str, *, headers: Sequence[tuple[str, str]] = ...,
                       body: bytes = ..., max_bytes: int | None = ...) -> HttpResponse: ...
 
 

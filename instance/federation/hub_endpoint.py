@@ -45,7 +45,8 @@ async def hub() -> Response:
     service = federation()
     base = service.settings.base_url
     try:
-        body = await request.get_data(cache=False)
+        body = await request.get_data(cache=False, as_text=False)
+        assert isinstance(body, bytes)
     except RequestEntityTooLarge:
         return _text(413, f"the request body is larger than the {MAX_FORM_BYTES} bytes a "
                      "hub request may have")

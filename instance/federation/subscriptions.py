@@ -52,7 +52,7 @@ def _advance(state: str, event: SubscriptionEvent) -> SubscriptionState:
 
 
 def _insert(session: AsyncSession) -> Any:
-    return (sqlite if session.bind.dialect.name == "sqlite" else postgresql).insert
+    return (sqlite if session.get_bind().dialect.name == "sqlite" else postgresql).insert
 
 
 async def _locked_subscription(session: AsyncSession, topic: str, callback: str

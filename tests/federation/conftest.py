@@ -104,9 +104,9 @@ class Peer:
         path = callback.split(self.base, 1)[1].split("?")[0]
         return [s for s in self.seen if s.path == path and s.method == "GET"]
 
-    async def wait_gets(self, callback: str, count: int = 1, timeout: float = 10.0
+    async def wait_gets(self, callback: str, count: int = 1, within: float = 10.0
                         ) -> list[Seen]:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while len(self.gets(callback)) < count:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{count} GET(s) to {callback} expected, got "
@@ -187,9 +187,9 @@ class World:
         assert r.status_code == 200
         return [s for s in (await r.get_json())["subscriptions"] if s["callback"] == callback]
 
-    async def wait_state(self, callback: str, state: str, timeout: float = 10.0
+    async def wait_state(self, callback: str, state: str, within: float = 10.0
                          ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             subs = await self.subscriptions(callback)
             if subs and subs[0]["state"] == state:

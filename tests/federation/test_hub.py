@@ -4,10 +4,13 @@ unsigned and signed by partner instances whose keys are fetched over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import time
+from urllib.parse import urlencode
 
 import pytest
 
-from tests.federation.conftest import World
+from protocol.signatures import RFC9421_ED25519, sign_request
+from tests.federation.conftest import FORM, World
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -125,7 +128,7 @@ async def test_lease_expiry_ends_the_subscription(world: World) -> None:
     db = world.app.extensions["fieldcast"].db
     async with db.read() as session:
         assert [s.callback for s in await active_subscribers(session, [item], now())] == [callback]
-    await world.wait_state(callback, "expired", timeout=5)
+    await world.wait_state(callback, "expired", within=5)
     async with db.read() as session:
         assert await active_subscribers(session, [item], now()) == []
 
@@ -237,14 +240,11 @@ async def test_forged_tampered_and_misdirected_signed_requests_are_refused(
     # Forged: signed by C's key while naming a keyId of B.
     key = world.stranger.keys.current("ed25519")  # type: ignore[union-attr]
     b_kid = world.partner.keys.current("ed25519").record.kid  # type: ignore[union-attr]
-    from urllib.parse import urlencode
-
-    from protocol.signatures import RFC9421_ED25519, sign_request
     body = urlencode(params).encode()
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    headers = {"Content-Type": FORM}
     headers.update(sign_request(RFC9421_ED25519, "POST", world.hub, list(headers.items()), body,
                                 key.private, f"{world.partner.base}/.well-known/fieldcast/keys/"
-                                f"{b_kid}", __import__("time").time()))
+                                f"{b_kid}", time.time()))
     r = await world.client.post("/federation/hub", data=body, headers=headers)
     assert r.status_code == 401, await r.get_data(as_text=True)
 
@@ -255,8 +255,7 @@ async def test_forged_tampered_and_misdirected_signed_requests_are_refused(
 
     # Replayed: the very same signed request twice.
     body = urlencode(params).encode()
-    headers = world.partner.sign("POST", world.hub, {"Content-Type": params and
-                                                     "application/x-www-form-urlencoded"}, body)
+    headers = world.partner.sign("POST", world.hub, {"Content-Type": FORM}, body)
     first = await world.client.post("/federation/hub", data=body, headers=headers)
     second = await world.client.post("/federation/hub", data=body, headers=headers)
     assert first.status_code == 202 and second.status_code == 401
