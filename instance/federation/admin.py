@@ -22,9 +22,9 @@ async def list_subscriptions() -> dict[str, Any]:
     await require_admin()
     async with db().read() as session:
         subs = await all_subscriptions(session)
-        trackers: dict[int, int] = dict((await session.execute(  # type: ignore[arg-type]
-            select(Item.id, Item.tracker_id).where(Item.id.in_({s.item_id for s in subs}))
-        )).all())
+        rows = await session.execute(
+            select(Item.id, Item.tracker_id).where(Item.id.in_({s.item_id for s in subs})))
+        trackers = {item: tracker for item, tracker in rows.all()}
         fields = await load_fields(session, set(trackers.values()))
     out = []
     for s in subs:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.changes import ChangeKind
 from instance.federation.urls import topic_url
 from instance.models import ChangeLog, Item, Tracker
 from instance.rights import FieldDef, load_fields
@@ -78,7 +79,7 @@ async def item_exports(session: AsyncSession, item_id: int, origin: str | None
     if row is None:
         tracker_id = await session.scalar(
             select(ChangeLog.tracker_id)
-            .where(ChangeLog.item_id == item_id, ChangeLog.kind == "deleted").limit(1)
+            .where(ChangeLog.item_id == item_id, ChangeLog.kind == ChangeKind.ITEM_DELETED.value).limit(1)
         )
         if tracker_id is None:
             return ItemExports()
