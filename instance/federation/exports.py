@@ -79,7 +79,8 @@ async def item_exports(session: AsyncSession, item_id: int, origin: str | None
     if row is None:
         tracker_id = await session.scalar(
             select(ChangeLog.tracker_id)
-            .where(ChangeLog.item_id == item_id, ChangeLog.kind == ChangeKind.ITEM_DELETED.value).limit(1)
+            .where(ChangeLog.item_id == item_id,
+                   ChangeLog.kind == ChangeKind.ITEM_DELETED.value).limit(1)
         )
         if tracker_id is None:
             return ItemExports()
