@@ -184,8 +184,16 @@ class DeliveryWorker:
             await self.attempt(delivery)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
+            # A bug or a database hiccup: the row must not stay in flight until its
+            # claim runs out with nobody saying why.
             log.exception("delivery %d to %s failed", delivery.id, delivery.callback)
+            with contextlib.suppress(Exception):
+                at = self.config.retry.next_attempt(delivery.attempt, self.clock().timestamp(),
+                                                    self.rand())
+                event = _E.GAVE_UP if at is None else _E.FAILED
+                await self._finish(delivery, event, error=f"internal error: {exc!r}",
+                                   retry_at=None if at is None else datetime.fromtimestamp(at, UTC))
 
     async def attempt(self, delivery: Claimed) -> None:
         now = self.clock()

@@ -225,6 +225,12 @@ async def update_field(session: AsyncSession, field: Field, data: dict[str, Any]
             await set_field_groups(session, field, kind, data[f"{kind}_groups"])
     if "read_groups" in data or "edit_groups" in data:
         await changelog.rights_changed(session, now())
+    if "export" in data:
+        # Federation re-checks what the tracker's subscribers may see (a denial when
+        # nothing is left).
+        await session.flush()
+        await changelog.export_changed(session, now(), tracker_id=field.tracker_id,
+                                       field_id=field.id, field_name=field.name)
     await session.flush()
 
 

@@ -28,6 +28,7 @@ from hub.changes import Change
 from hub.delivery import Claimed
 from hub.projector import Audience, Ending, Owed
 from instance import changelog
+from instance.clock import as_utc
 from instance.db import Database
 from instance.federation.exports import exported_to
 from instance.federation.subscriptions import _insert, _put_intent
@@ -218,7 +219,8 @@ class SqlDeliveryStore:
                     attempt=row.attempts, callback=sub.callback, origin=sub.subscriber_origin,
                     secret=sub.secret,
                     subscription_active=sub.state == SubscriptionState.ACTIVE.value,
-                    lease_expires_at=sub.lease_expires_at))
+                    lease_expires_at=as_utc(sub.lease_expires_at)
+                    if sub.lease_expires_at is not None else None))
             return claimed
 
     async def finish(self, delivery: Claimed, state: DeliveryState, *, now: datetime,
@@ -236,6 +238,8 @@ class SqlDeliveryStore:
             row.claimed_until, row.updated_at = None, now
             if retry_at is not None:
                 row.next_attempt_at = retry_at
+            if state is DeliveryState.RETRY:
+                await self._fold_into_waiting(session, row, now)
             sub = await session.get(_S, delivery.subscription_id, with_for_update=True)
             if sub is None:
                 return
@@ -247,3 +251,23 @@ class SqlDeliveryStore:
                 sub.state = transition(SubscriptionState.ACTIVE,
                                        SubscriptionEvent.CALLBACK_GONE).value
                 sub.updated_at = now
+
+    async def _fold_into_waiting(self, session: AsyncSession, row: FederationDelivery,
+                                 now: datetime) -> None:
+        """A failed row whose pair got a newer waiting row while it was in flight: one
+        waiting row per pair, so the newer one takes its fields and its backoff."""
+        with session.no_autoflush:  # this row, flushed as retry now, would collide
+            newer = (await session.execute(
+                select(_D).where(_D.subscription_id == row.subscription_id,
+                                 _D.topic == row.topic, _D.state.in_(WAITING),
+                                 _D.id != row.id).with_for_update()
+            )).scalar_one_or_none()
+        if newer is None:
+            return
+        newer.fields = sorted(set(newer.fields or []) | set(row.fields or []))
+        newer.attempts = max(newer.attempts, row.attempts)
+        newer.next_attempt_at = max(as_utc(newer.next_attempt_at), as_utc(row.next_attempt_at))
+        newer.last_status, newer.last_error, newer.updated_at = (
+            row.last_status, row.last_error, now)
+        row.state = transition(DeliveryState.RETRY, DeliveryEvent.GAVE_UP).value
+        row.last_error = f"{row.last_error}; folded into delivery {newer.id}"

@@ -18,8 +18,6 @@ from hub.verifier import Verifier, VerifierConfig
 from instance.changelog import ChangeLog
 from instance.config import Settings
 from instance.db import Database
-from instance.federation.notify import Notifier
-from instance.federation.queue import SqlDeliveryStore, SqlProjectorStore
 from instance.federation.subscriptions import SqlIntentStore
 from keys.pins import PinFile
 from keys.resolver import KeyResolver
@@ -72,6 +70,10 @@ class FederationService:
             await self._start_delivery(self.change_log, self.outbound)
 
     async def _start_delivery(self, log: ChangeLog, outbound: Outbound) -> None:
+        # Imported here: notify renders topics, and topics.py imports this module.
+        from instance.federation.notify import Notifier
+        from instance.federation.queue import SqlDeliveryStore, SqlProjectorStore
+
         notifier = Notifier(self.db, self.settings.base_url, self.keys, self._fetch_json)
         self.delivery = DeliveryWorker(SqlDeliveryStore(self.db), notifier, outbound,
                                        self.delivery_config)
