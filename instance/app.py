@@ -93,7 +93,9 @@ def create_app(settings: Settings, *, database: Database | None = None,
 
     service = LiveService(settings, change_log, hub_config)
     app.extensions[LIVE_KEY] = service
-    federation = FederationService(settings, db, verifier_config)
+    federation = FederationService(
+        settings, db, verifier_config, change_log=change_log,
+        keys=lambda: app.extensions[STATE_KEY].keys)
     app.extensions[FEDERATION_KEY] = federation
 
     for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp, pages.bp,

@@ -5,17 +5,23 @@ the app, like ``instance.live.LiveService``."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from quart import current_app
 
+from hub.delivery import DeliveryConfig, DeliveryWorker
 from hub.outbound import Outbound, OutboundConfig
+from hub.projector import Projector, ProjectorConfig
 from hub.verifier import Verifier, VerifierConfig
+from instance.changelog import ChangeLog
 from instance.config import Settings
 from instance.db import Database
 from instance.federation.subscriptions import SqlIntentStore
 from keys.pins import PinFile
 from keys.resolver import KeyResolver
+from keys.store import KeyStore
 from protocol.addresses import AddressPolicy
 from protocol.replay import ReplayCache
 from protocol.websub import LeasePolicy
@@ -27,7 +33,11 @@ MAX_KEY_DOCUMENT_BYTES = 256 * 1024
 
 class FederationService:
     def __init__(self, settings: Settings, db: Database,
-                 verifier_config: VerifierConfig | None = None) -> None:
+                 verifier_config: VerifierConfig | None = None, *,
+                 change_log: ChangeLog | None = None,
+                 keys: Callable[[], KeyStore | None] = lambda: None,
+                 delivery_config: DeliveryConfig | None = None,
+                 projector_config: ProjectorConfig | None = None) -> None:
         self.settings = settings
         self.db = db
         self.lease = LeasePolicy(settings.hub_lease_min_seconds,
@@ -40,6 +50,14 @@ class FederationService:
                                     pins=PinFile(settings.data_dir / "federation-pins.json"))
         self.outbound: Outbound | None = None
         self.verifier: Verifier | None = None
+        # Delivery (projector + worker) runs when the app hands over its change log.
+        self.change_log = change_log
+        self.keys = keys
+        self.delivery_config = delivery_config or DeliveryConfig()
+        self.projector_config = projector_config or ProjectorConfig()
+        self.projector: Projector | None = None
+        self.delivery: DeliveryWorker | None = None
+        self._stop_listening: Callable[[], None] | None = None
 
     async def start(self) -> None:
         policy = AddressPolicy(allow_private=self.settings.allow_private_callbacks,
@@ -48,8 +66,32 @@ class FederationService:
             policy=policy, user_agent=f"fieldcast ({self.settings.base_url})"))
         self.verifier = Verifier(SqlIntentStore(self.db), self.outbound, self.verifier_config)
         await self.verifier.start()
+        if self.change_log is not None:
+            await self._start_delivery(self.change_log, self.outbound)
+
+    async def _start_delivery(self, log: ChangeLog, outbound: Outbound) -> None:
+        # Imported here: notify renders topics, and topics.py imports this module.
+        from instance.federation.notify import Notifier
+        from instance.federation.queue import SqlDeliveryStore, SqlProjectorStore
+
+        notifier = Notifier(self.db, self.settings.base_url, self.keys, self._fetch_json)
+        self.delivery = DeliveryWorker(SqlDeliveryStore(self.db), notifier, outbound,
+                                       self.delivery_config)
+        store = SqlProjectorStore(self.db, log)
+        await store.ensure_cursor(datetime.now(UTC))
+        self.projector = Projector(store, self.projector_config, on_queued=self.wake)
+        await self.delivery.start()
+        await self.projector.start()
+        self._stop_listening = log.on_commit(self.projector.committed)
 
     async def stop(self) -> None:
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
+        if self.projector is not None:
+            await self.projector.stop()
+        if self.delivery is not None:
+            await self.delivery.stop()
         if self.verifier is not None:
             await self.verifier.stop()
         if self.outbound is not None:
@@ -58,6 +100,8 @@ class FederationService:
     def wake(self) -> None:
         if self.verifier is not None:
             self.verifier.wake()
+        if self.delivery is not None:
+            self.delivery.wake()
 
     async def _fetch_json(self, url: str) -> tuple[int, Any]:
         """The resolver's fetch of a signer's ``/.well-known/fieldcast``, through Outbound

@@ -12,6 +12,7 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance.accounts import as_utc
 from instance.federation.exports import item_exports
@@ -45,26 +46,11 @@ async def topic(item_id: int) -> Response:
         status = exc.status_hint or 401
         return _json(status, {"error": "bad_signature", "detail": str(exc)})
     async with service.db.read() as session:
-        exports = await item_exports(session, item_id, origin)
-        if exports.gone:
-            return _json(410, GONE)
-        if exports.item is None or exports.tracker is None or not exports.fields:
-            return _json(404, NOT_FOUND)
-        item, tracker = exports.item, exports.tracker
-        values = {fv.field_id: fv for fv in (await session.execute(
-            select(FieldValue).where(FieldValue.item_id == item.id,
-                                     FieldValue.field_id.in_([f.id for f in exports.fields]))
-        )).scalars()}
-    # Only the exported fields' times: the item's other fields must not show through.
-    times = [as_utc(values[f.id].updated_at) for f in exports.fields if f.id in values]
-    doc = ExportedItem(
-        topic=topic_url(base, item.id), item=item.id, tracker=tracker.slug,
-        version=item.version, updated_at=max(times, default=as_utc(item.created_at)),
-        fields={f.name: ExportedField(
-            value=values[f.id].value if f.id in values else None,
-            version=values[f.id].version if f.id in values else 0, type=f.type)
-            for f in exports.fields},
-    )
+        doc = await topic_document(session, base, item_id, origin)
+    if doc == 410:
+        return _json(410, GONE)
+    if not isinstance(doc, ExportedItem):
+        return _json(404, NOT_FOUND)
     tag = etag(doc)
     headers = {
         "ETag": tag,
@@ -76,3 +62,29 @@ async def topic(item_id: int) -> Response:
     if etag_matches(request.headers.get("If-None-Match"), tag):
         return Response(b"", 304, headers)
     return Response(dumps(doc), 200, headers, content_type="application/json")
+
+
+async def topic_document(session: AsyncSession, base: str, item_id: int, origin: str | None
+                         ) -> ExportedItem | int:
+    """The item as ``origin`` (None: an unsigned requester) may see it, or the status
+    (404, 410) to answer instead. The delivery worker's fat ping sends these same bytes."""
+    exports = await item_exports(session, item_id, origin)
+    if exports.gone:
+        return 410
+    if exports.item is None or exports.tracker is None or not exports.fields:
+        return 404
+    item, tracker = exports.item, exports.tracker
+    values = {fv.field_id: fv for fv in (await session.execute(
+        select(FieldValue).where(FieldValue.item_id == item.id,
+                                 FieldValue.field_id.in_([f.id for f in exports.fields]))
+    )).scalars()}
+    # Only the exported fields' times: the item's other fields must not show through.
+    times = [as_utc(values[f.id].updated_at) for f in exports.fields if f.id in values]
+    return ExportedItem(
+        topic=topic_url(base, item.id), item=item.id, tracker=tracker.slug,
+        version=item.version, updated_at=max(times, default=as_utc(item.created_at)),
+        fields={f.name: ExportedField(
+            value=values[f.id].value if f.id in values else None,
+            version=values[f.id].version if f.id in values else 0, type=f.type)
+            for f in exports.fields},
+    )

@@ -1,0 +1,197 @@
+"""The federation projector: the change log's second reader, beside the live hub.
+
+It reads the log from a **durable** cursor, asks the instance (through
+:class:`ProjectorStore`, no SQL here) which subscriptions may see which fields, and
+hands the store one coalesced :class:`Owed` per (subscription, topic) together with the
+new cursor, which the store writes in ONE transaction: a crash between reading and
+queueing re-reads the same changes (at-least-once), never skips one. The store applies
+the batch only if the cursor is still where this reader found it, so two processes
+reading the same log queue each change once.
+
+Woken by a change-log listener (:meth:`Projector.committed`) and by a slow poll, like
+``hub.hub.Hub._read_loop``: the wake-up carries nothing, the log is the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from hub.changes import Appended, Change, ChangeKind
+
+log = logging.getLogger("fieldcast.hub.projector")
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """One active subscription and the field names it may see now."""
+
+    subscription_id: int
+    topic: str
+    item_id: int
+    visible: frozenset[str]
+
+
+@dataclass(slots=True)
+class Owed:
+    """The notification owed to one subscription for one topic, coalesced over a batch."""
+
+    subscription_id: int
+    topic: str
+    item_id: int
+    event_id: int
+    item_version: int
+    fields: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """A subscription left with nothing it may see: end it with a denial (REC §5.2)."""
+
+    subscription_id: int
+    reason: str
+
+
+class ProjectorStore(Protocol):
+    async def cursor(self) -> int:
+        """The durable position: every change up to it is queued."""
+
+    async def read(self, after: int, limit: int) -> list[Change]:
+        """Change-log rows after ``after``, in order."""
+
+    async def audience(self, items: dict[int, int | None]) -> list[Audience]:
+        """Active subscriptions to these items ({item: tracker, None if unknown}) and
+        what each may see of them now."""
+
+    async def tracker_audience(self, tracker: int | None) -> list[Audience]:
+        """Active subscriptions to the items of ``tracker`` (None: of every tracker)."""
+
+    async def commit(self, owed: Sequence[Owed], endings: Sequence[Ending], before: int,
+                     after: int, now: datetime) -> bool:
+        """In one transaction: upsert the deliveries, end the subscriptions, move the
+        cursor from ``before`` to ``after``. False (and nothing written) if the cursor
+        was not at ``before`` any more (another process got there first)."""
+
+
+@dataclass(frozen=True)
+class ProjectorConfig:
+    #: Seconds between looks at the log when no commit woke the projector (another
+    #: process wrote, or a listener call was lost).
+    poll_interval: float = 2.0
+    batch: int = 500
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+#: Change kinds after which a subscription may see less than before.
+_RECHECK = frozenset({ChangeKind.EXPORT, ChangeKind.FIELD_DELETED, ChangeKind.RIGHTS})
+
+
+def project(changes: Sequence[Change], audience: Sequence[Audience],
+            rechecked: Sequence[Audience]) -> tuple[list[Owed], list[Ending]]:
+    """The pure step: what a batch of changes owes to whom.
+
+    ``audience`` are the subscriptions of the batch's items, ``rechecked`` those of the
+    trackers whose export settings changed. A VALUE change is owed to every subscription
+    that may see the field; the union of field names and the newest event and item
+    version are kept per (subscription, topic). ITEM_DELETED is owed to every
+    subscription of the topic, with no field names: the last notification, after which
+    the topic answers 410.
+    """
+    by_item: dict[int, list[Audience]] = {}
+    for a in audience:
+        by_item.setdefault(a.item_id, []).append(a)
+    owed: dict[tuple[int, str], Owed] = {}
+    for change in changes:
+        if change.item is None or change.kind not in (ChangeKind.VALUE, ChangeKind.ITEM_DELETED):
+            continue
+        for a in by_item.get(change.item, ()):
+            if change.kind is ChangeKind.VALUE and change.field not in a.visible:
+                continue
+            entry = owed.get((a.subscription_id, a.topic))
+            version = change.item_version or 0
+            if entry is None:
+                entry = owed[(a.subscription_id, a.topic)] = Owed(
+                    a.subscription_id, a.topic, a.item_id, change.event, version)
+            entry.event_id = max(entry.event_id, change.event)
+            entry.item_version = max(entry.item_version, version)
+            if change.kind is ChangeKind.VALUE and change.field is not None:
+                entry.fields.add(change.field)
+    endings = [Ending(a.subscription_id, "the topic no longer exports anything to this "
+                      "subscriber") for a in rechecked if not a.visible]
+    return list(owed.values()), endings
+
+
+class Projector:
+    def __init__(self, store: ProjectorStore, config: ProjectorConfig | None = None, *,
+                 on_queued: Callable[[], None] = lambda: None,
+                 clock: Callable[[], datetime] = _utcnow) -> None:
+        self.store = store
+        self.config = config or ProjectorConfig()
+        self.on_queued = on_queued
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="fieldcast-projector")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def committed(self, appended: Sequence[Appended]) -> None:
+        """The change-log listener: something was committed, read the log."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                while await self.run_once():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The database may be restarting; the cursor is durable, try later.
+                log.exception("the federation projector failed a round")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+
+    async def run_once(self) -> bool:
+        """Project one batch; True if there may be more to read."""
+        before = await self.store.cursor()
+        changes = await self.store.read(before, self.config.batch)
+        if not changes:
+            return False
+        items: dict[int, int | None] = {}
+        for c in changes:
+            if c.item is not None and c.kind in (ChangeKind.VALUE, ChangeKind.ITEM_DELETED):
+                items[c.item] = c.tracker
+        audience = await self.store.audience(items) if items else []
+        rechecked: list[Audience] = []
+        recheck = {c.tracker if c.kind is not ChangeKind.RIGHTS else None
+                   for c in changes if c.kind in _RECHECK}
+        if None in recheck:
+            rechecked = await self.store.tracker_audience(None)
+        else:
+            for tracker in recheck:
+                rechecked += await self.store.tracker_audience(tracker)
+        owed, endings = project(changes, audience, rechecked)
+        after = changes[-1].event
+        if await self.store.commit(owed, endings, before, after, self.clock()):
+            if owed or endings:
+                self.on_queued()
+        else:
+            log.info("another reader moved the federation cursor past %d first", before)
+        return len(changes) == self.config.batch

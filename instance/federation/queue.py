@@ -1,0 +1,273 @@
+"""The SQL behind the federation projector (``hub.projector.ProjectorStore``) and the
+delivery worker (``hub.delivery.DeliveryStore``).
+
+Coalescing: at most one *waiting* (pending or retry) row per (subscription, topic), the
+partial unique index ``uq_federation_deliveries_waiting``. A change for a pair whose row
+is **in flight** leaves that row alone and starts a new pending row; the claim takes no
+row of a pair that has another one in flight, so the new row goes out after the current
+attempt, with the newest version. Nothing a change owes is lost, and one subscriber never
+gets two requests for one topic at the same time.
+
+PostgreSQL: claims use ``FOR UPDATE SKIP LOCKED`` and a lease (``claimed_until``), so two
+processes never send one row at once; the projector's cursor row is locked, so two
+processes never queue one change twice. SQLite: one process, writes serialized.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from hub.changes import Change
+from hub.delivery import Claimed
+from hub.projector import Audience, Ending, Owed
+from instance import changelog
+from instance.clock import as_utc
+from instance.db import Database
+from instance.federation.exports import exported_to
+from instance.federation.subscriptions import _insert, _put_intent
+from instance.models import FederationCursor, FederationDelivery, FederationSubscription, Item
+from instance.rights import load_fields
+from protocol.states import (
+    DeliveryEvent,
+    DeliveryState,
+    SubscriptionEvent,
+    SubscriptionState,
+    transition,
+)
+from protocol.websub import MODE_DENIED
+
+log = logging.getLogger("fieldcast.federation.queue")
+
+CURSOR = "federation"
+WAITING = (DeliveryState.PENDING.value, DeliveryState.RETRY.value)
+_D = FederationDelivery
+_S = FederationSubscription
+
+
+async def _visible(session: AsyncSession, subs: Sequence[FederationSubscription],
+                   trackers: dict[int, int | None]) -> list[Audience]:
+    """What each subscription may see of its item now (the export rules of exports.py)."""
+    unknown = [i for i, t in trackers.items() if t is None]
+    if unknown:
+        for item_id, tracker_id in (await session.execute(
+                select(Item.id, Item.tracker_id).where(Item.id.in_(unknown)))).all():
+            trackers[item_id] = tracker_id
+    fields = await load_fields(session, {t for t in trackers.values() if t is not None})
+    out = []
+    for s in subs:
+        tracker = trackers.get(s.item_id)
+        defs = fields.get(tracker, []) if tracker is not None else []
+        names = frozenset(f.name for f in exported_to(defs, s.subscriber_origin))
+        out.append(Audience(s.id, s.topic, s.item_id, names))
+    return out
+
+
+def _active(now: datetime) -> Any:
+    return and_(_S.state == SubscriptionState.ACTIVE.value, _S.lease_expires_at > now)
+
+
+class SqlProjectorStore:
+    def __init__(self, db: Database, log_: changelog.ChangeLog, name: str = CURSOR) -> None:
+        self.db = db
+        self.log = log_
+        self.name = name
+
+    async def ensure_cursor(self, now: datetime) -> None:
+        """A new cursor starts at the log's head: history before it owes nobody."""
+        async with self.db.write() as session:
+            head = await changelog.head(session)
+            await session.execute(_insert(session)(FederationCursor.__table__).values(
+                name=self.name, event_id=head, updated_at=now).on_conflict_do_nothing())
+
+    async def cursor(self) -> int:
+        async with self.db.read() as session:
+            value = await session.scalar(
+                select(FederationCursor.event_id).where(FederationCursor.name == self.name))
+            return int(value or 0)
+
+    async def read(self, after: int, limit: int) -> list[Change]:
+        return await self.log.read(after, limit)
+
+    async def audience(self, items: dict[int, int | None]) -> list[Audience]:
+        now = datetime.now(UTC)
+        async with self.db.read() as session:
+            subs = list((await session.execute(
+                select(_S).where(_S.item_id.in_(list(items)), _active(now)).order_by(_S.id)
+            )).scalars())
+            return await _visible(session, subs, dict(items))
+
+    async def tracker_audience(self, tracker: int | None) -> list[Audience]:
+        now = datetime.now(UTC)
+        async with self.db.read() as session:
+            query = select(_S, Item.tracker_id).join(Item, Item.id == _S.item_id).where(
+                _active(now))
+            if tracker is not None:
+                query = query.where(Item.tracker_id == tracker)
+            rows = (await session.execute(query.order_by(_S.id))).all()
+            return await _visible(session, [r[0] for r in rows],
+                                  {r[0].item_id: r[1] for r in rows})
+
+    async def commit(self, owed: Sequence[Owed], endings: Sequence[Ending], before: int,
+                     after: int, now: datetime) -> bool:
+        async with self.db.write() as session:
+            row = (await session.execute(
+                select(FederationCursor).where(FederationCursor.name == self.name)
+                .with_for_update())).scalar_one_or_none()
+            if row is None or row.event_id != before:
+                return False
+            for o in owed:
+                await self._upsert(session, o, now)
+            for e in endings:
+                await self._end(session, e, now)
+            row.event_id, row.updated_at = after, now
+            return True
+
+    async def _upsert(self, session: AsyncSession, o: Owed, now: datetime) -> None:
+        waiting = (await session.execute(
+            select(_D).where(_D.subscription_id == o.subscription_id, _D.topic == o.topic,
+                             _D.state.in_(WAITING)).with_for_update()
+        )).scalar_one_or_none()
+        if waiting is None:
+            session.add(_D(subscription_id=o.subscription_id, topic=o.topic,
+                           item_id=o.item_id, event_id=o.event_id,
+                           item_version=o.item_version, fields=sorted(o.fields),
+                           state=DeliveryState.PENDING.value, attempts=0,
+                           next_attempt_at=now, created_at=now, updated_at=now))
+            await session.flush()
+            return
+        # A retrying row keeps its backoff: a failing callback is not hammered per save.
+        waiting.event_id = max(waiting.event_id, o.event_id)
+        waiting.item_version = max(waiting.item_version, o.item_version)
+        waiting.fields = sorted(set(waiting.fields or []) | o.fields)
+        waiting.updated_at = now
+
+    async def _end(self, session: AsyncSession, e: Ending, now: datetime) -> None:
+        sub = await session.get(_S, e.subscription_id, with_for_update=True)
+        if sub is None or (SubscriptionState(sub.state), SubscriptionEvent.DENIED) not in \
+                _DENIABLE:
+            return
+        sub.state = transition(SubscriptionState(sub.state), SubscriptionEvent.DENIED).value
+        sub.last_error, sub.last_error_at, sub.updated_at = e.reason, now, now
+        await _put_intent(session, now, mode=MODE_DENIED, topic=sub.topic,
+                          item_id=sub.item_id, callback=sub.callback, reason=e.reason)
+
+
+_DENIABLE = {(SubscriptionState.ACTIVE, SubscriptionEvent.DENIED)}
+
+
+class SqlDeliveryStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def claim(self, now: datetime, limit: int, hold: timedelta) -> list[Claimed]:
+        sibling = aliased(FederationDelivery)
+        busy = exists().where(sibling.subscription_id == _D.subscription_id,
+                              sibling.topic == _D.topic, sibling.id != _D.id,
+                              sibling.state == DeliveryState.IN_FLIGHT.value,
+                              sibling.claimed_until >= now)
+        due = (select(_D).where(
+            or_(and_(_D.state.in_(WAITING), _D.next_attempt_at <= now, ~busy),
+                and_(_D.state == DeliveryState.IN_FLIGHT.value, _D.claimed_until < now)))
+            .order_by(_D.next_attempt_at, _D.id).limit(limit))
+        if not self.db.is_sqlite:
+            due = due.with_for_update(skip_locked=True, of=_D)
+        async with self.db.write() as session:
+            rows = list((await session.execute(due)).scalars())
+            # One row per pair: a stale in-flight row beside a newer waiting one folds
+            # its fields into that one (both owe the same topic) and ends.
+            chosen: dict[tuple[int, str], FederationDelivery] = {}
+            for row in rows:
+                key = (row.subscription_id, row.topic)
+                other = chosen.get(key)
+                if other is None:
+                    chosen[key] = row
+                    continue
+                stale, newer = (other, row) if other.state == "in_flight" else (row, other)
+                newer.fields = sorted(set(newer.fields or []) | set(stale.fields or []))
+                released = transition(DeliveryState.IN_FLIGHT, DeliveryEvent.RELEASED)
+                stale.state = transition(released, DeliveryEvent.GAVE_UP).value
+                stale.last_error, stale.updated_at = "superseded by a newer delivery", now
+                chosen[key] = newer
+            subs = {s.id: s for s in (await session.execute(
+                select(_S).where(_S.id.in_([r.subscription_id for r in chosen.values()]))
+            )).scalars()}
+            visible = await _visible(session, list(subs.values()),
+                                     {s.item_id: None for s in subs.values()})
+            names = {a.subscription_id: a.visible for a in visible}
+            claimed = []
+            for row in chosen.values():
+                state = DeliveryState(row.state)
+                if state is DeliveryState.IN_FLIGHT:  # its worker died or gave up on it
+                    state = transition(state, DeliveryEvent.RELEASED)
+                row.state = transition(state, DeliveryEvent.CLAIMED).value
+                row.attempts += 1
+                row.claimed_until, row.updated_at = now + hold, now
+                sub = subs[row.subscription_id]
+                # Exports may have shrunk since the change was queued: name only what
+                # the subscriber may see now.
+                fields = tuple(sorted(set(row.fields or []) & names.get(sub.id, frozenset())))
+                claimed.append(Claimed(
+                    id=row.id, subscription_id=sub.id, topic=row.topic, item_id=row.item_id,
+                    event_id=row.event_id, item_version=row.item_version, fields=fields,
+                    attempt=row.attempts, callback=sub.callback, origin=sub.subscriber_origin,
+                    secret=sub.secret,
+                    subscription_active=sub.state == SubscriptionState.ACTIVE.value,
+                    lease_expires_at=as_utc(sub.lease_expires_at)
+                    if sub.lease_expires_at is not None else None))
+            return claimed
+
+    async def finish(self, delivery: Claimed, state: DeliveryState, *, now: datetime,
+                     status: int | None = None, error: str | None = None,
+                     retry_at: datetime | None = None, gone: bool = False) -> None:
+        async with self.db.write() as session:
+            row = (await session.execute(
+                select(_D).where(_D.id == delivery.id, _D.attempts == delivery.attempt,
+                                 _D.state == DeliveryState.IN_FLIGHT.value).with_for_update()
+            )).scalar_one_or_none()
+            if row is None:
+                log.info("delivery %d was re-claimed meanwhile; result dropped", delivery.id)
+                return
+            row.state, row.last_status, row.last_error = state.value, status, error
+            row.claimed_until, row.updated_at = None, now
+            if retry_at is not None:
+                row.next_attempt_at = retry_at
+            if state is DeliveryState.RETRY:
+                await self._fold_into_waiting(session, row, now)
+            sub = await session.get(_S, delivery.subscription_id, with_for_update=True)
+            if sub is None:
+                return
+            if state is DeliveryState.DONE:
+                sub.last_success_at = now
+            elif error is not None:
+                sub.last_error, sub.last_error_at = error, now
+            if gone and sub.state == SubscriptionState.ACTIVE.value:
+                sub.state = transition(SubscriptionState.ACTIVE,
+                                       SubscriptionEvent.CALLBACK_GONE).value
+                sub.updated_at = now
+
+    async def _fold_into_waiting(self, session: AsyncSession, row: FederationDelivery,
+                                 now: datetime) -> None:
+        """A failed row whose pair got a newer waiting row while it was in flight: one
+        waiting row per pair, so the newer one takes its fields and its backoff."""
+        with session.no_autoflush:  # this row, flushed as retry now, would collide
+            newer = (await session.execute(
+                select(_D).where(_D.subscription_id == row.subscription_id,
+                                 _D.topic == row.topic, _D.state.in_(WAITING),
+                                 _D.id != row.id).with_for_update()
+            )).scalar_one_or_none()
+        if newer is None:
+            return
+        newer.fields = sorted(set(newer.fields or []) | set(row.fields or []))
+        newer.attempts = max(newer.attempts, row.attempts)
+        newer.next_attempt_at = max(as_utc(newer.next_attempt_at), as_utc(row.next_attempt_at))
+        newer.last_status, newer.last_error, newer.updated_at = (
+            row.last_status, row.last_error, now)
+        row.state = transition(DeliveryState.RETRY, DeliveryEvent.GAVE_UP).value
+        row.last_error = f"{row.last_error}; folded into delivery {newer.id}"
