@@ -20,7 +20,7 @@ from instance.config import Settings
 from instance.db import Database, current_revision, head_revision
 from instance.errors import ApiError
 from instance.federation import admin as federation_admin
-from instance.federation import hub_endpoint, topics
+from instance.federation import feed, hub_endpoint, topics
 from instance.federation.service import FEDERATION_KEY, FederationService
 from instance.live import endpoint as live
 from instance.live.service import LIVE_KEY, LiveService
@@ -97,7 +97,7 @@ def create_app(settings: Settings, *, database: Database | None = None,
     app.extensions[FEDERATION_KEY] = federation
 
     for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp, pages.bp,
-                      wellknown.bp, topics.bp, hub_endpoint.bp, federation_admin.bp):
+                      wellknown.bp, topics.bp, hub_endpoint.bp, federation_admin.bp, feed.bp):
         app.register_blueprint(blueprint)
 
     @app.get("/healthz")
