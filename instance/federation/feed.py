@@ -18,7 +18,7 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from feedgen.feed import FeedGenerator
+from feedgen.feed import FeedGenerator  # type: ignore[import-untyped]
 from quart import Blueprint, Response, request
 from sqlalchemy import select
 
