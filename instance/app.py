@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from hub.hub import HubConfig
 from hub.verifier import VerifierConfig
-from instance import pages, wellknown
+from instance import pages, pages_admin, wellknown
 from instance.api import admin, auth, items, trackers
 from instance.changelog import ChangeLog
 from instance.config import Settings
@@ -97,7 +97,8 @@ def create_app(settings: Settings, *, database: Database | None = None,
     app.extensions[FEDERATION_KEY] = federation
 
     for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp, pages.bp,
-                      wellknown.bp, topics.bp, hub_endpoint.bp, federation_admin.bp, feed.bp):
+                      wellknown.bp, topics.bp, hub_endpoint.bp, federation_admin.bp, feed.bp,
+                      pages_admin.bp):
         app.register_blueprint(blueprint)
 
     @app.get("/healthz")
