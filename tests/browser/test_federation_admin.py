@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 from playwright.async_api import Browser, expect
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance.config import load_settings
 from instance.db import Database
@@ -24,7 +25,7 @@ async def seed_subscription(site: Site) -> None:
     at = datetime.now(UTC)
     topic = f"{site.url}/federation/items/{site.item}"
     try:
-        async with db.write() as session:
+        async with db.write(AsyncSession) as session:
             sub = FederationSubscription(
                 topic=topic, item_id=site.item, callback=CALLBACK, state="active",
                 lease_seconds=600, lease_expires_at=at + timedelta(minutes=10),

@@ -29,7 +29,8 @@ async def fetch(world: World, slug: str = "shared") -> tuple[bytes, ET.Element]:
     r = await world.client.get(feed_path(slug))
     assert r.status_code == 200, await r.get_data(as_text=True)
     assert r.headers["Content-Type"] == "application/atom+xml"
-    body = await r.get_data()
+    body = await r.get_data(as_text=False)
+    assert isinstance(body, bytes)
     return body, ET.fromstring(body)
 
 

@@ -8,6 +8,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from instance.config import load_settings
 from instance.db import Database
 from instance.models import FederationDelivery, FederationSubscription, Item, Tracker
@@ -21,7 +23,7 @@ async def _seed(data: Path) -> int:
     settings = load_settings(data_dir=data, environ={})
     db = Database(settings.effective_database_url)
     try:
-        async with db.write() as session:
+        async with db.write(AsyncSession) as session:
             tracker = (await session.execute(
                 Tracker.__table__.select().where(Tracker.slug == "bugs"))).one()
             item = Item(tracker_id=tracker.id, version=1, created_at=NOW)
