@@ -13,14 +13,14 @@ from werkzeug.exceptions import HTTPException
 
 from hub.hub import HubConfig
 from hub.verifier import VerifierConfig
-from instance import pages, wellknown
+from instance import pages, pages_admin, wellknown
 from instance.api import admin, auth, items, trackers
 from instance.changelog import ChangeLog
 from instance.config import Settings
 from instance.db import Database, current_revision, head_revision
 from instance.errors import ApiError
 from instance.federation import admin as federation_admin
-from instance.federation import hub_endpoint, topics
+from instance.federation import feed, hub_endpoint, topics
 from instance.federation.service import FEDERATION_KEY, FederationService
 from instance.live import endpoint as live
 from instance.live.service import LIVE_KEY, LiveService
@@ -99,7 +99,8 @@ def create_app(settings: Settings, *, database: Database | None = None,
     app.extensions[FEDERATION_KEY] = federation
 
     for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp, pages.bp,
-                      wellknown.bp, topics.bp, hub_endpoint.bp, federation_admin.bp):
+                      wellknown.bp, topics.bp, hub_endpoint.bp, federation_admin.bp, feed.bp,
+                      pages_admin.bp):
         app.register_blueprint(blueprint)
 
     @app.get("/healthz")

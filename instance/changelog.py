@@ -10,7 +10,8 @@ Everything that appends to the log or reads it goes through this module:
   with ``ChangeLog.on_commit`` (the live hub, federation). Listeners are plain
   callables that must not block: the request that saved does not wait for a broker.
 - **Read** after a cursor (``read``), **replay** a range for catch-up (``replay``), and
-  the rows a caller may read (``visible``), each as ``hub.changes.Change``.
+  the rows a caller may read (``visible``), the newest rows of some fields
+  (``recent``), each as ``hub.changes.Change``.
 """
 
 from __future__ import annotations
@@ -103,13 +104,20 @@ async def field_deleted(session: LogSession, at: datetime, *, tracker_id: int, f
 # ---- reading -----------------------------------------------------------------------------
 
 # Prebuilt and as columns (no ORM objects): the hub runs the first after every commit.
-_ROWS = (
+_COLUMNS = (
     select(_log.c.id, _log.c.kind, _log.c.at, _log.c.item_id, _log.c.tracker_id,
            _log.c.field_name, _log.c.field_id, _log.c.new_value, _log.c.new_version,
            _log.c.old_value, _log.c.old_version, _log.c.item_version, _users.c.username,
            _log.c.source, _log.c.subject_id)
     .outerjoin(_users, _users.c.id == _log.c.actor_id)
-    .where(_log.c.id > bindparam("after")).order_by(_log.c.id).limit(bindparam("limit"))
+)
+_ROWS = (_COLUMNS.where(_log.c.id > bindparam("after")).order_by(_log.c.id)
+         .limit(bindparam("limit")))
+_RECENT = (
+    _COLUMNS.where(_log.c.kind == ChangeKind.VALUE.value,
+                   _log.c.tracker_id == bindparam("tracker"),
+                   _log.c.field_id.in_(bindparam("fields", expanding=True)))
+    .order_by(_log.c.id.desc()).limit(bindparam("limit"))
 )
 _REPLAY = _ROWS.where(
     _log.c.id <= bindparam("upto"), _log.c.kind == ChangeKind.VALUE.value,
@@ -155,6 +163,18 @@ async def replay(session: AsyncSession, after: int, upto: int, items: Iterable[i
                                          "limit": limit + 1})).all()
     if len(rows) > limit:
         return None
+    return [_change(r) for r in rows]
+
+
+async def recent(session: AsyncSession, tracker_id: int, field_ids: Iterable[int],
+                 limit: int) -> list[Change]:
+    """The newest value rows of these fields of one tracker, newest first, at most
+    ``limit`` (the Atom feed's entries)."""
+    ids = list(field_ids)
+    if not ids:
+        return []
+    rows = (await run(session, _RECENT, {"tracker": tracker_id, "fields": ids,
+                                         "limit": limit})).all()
     return [_change(r) for r in rows]
 
 

@@ -15,6 +15,8 @@ from werkzeug.wrappers.response import Response
 
 from instance import changelog, items, trackers
 from instance.errors import ApiError
+from instance.federation.urls import feed_url, hub_url
+from instance.rights import FieldDef
 from instance.web import caller, db, state
 
 bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
@@ -64,7 +66,15 @@ async def tracker(slug: str) -> str | Response:
     columns = [f for f in fields if f.readable_by(who)][:4]
     can_create = who.is_admin or any(f.editable_by(who) for f in fields)
     return await _page("tracker.html", tracker=found, items=listed, columns=columns,
-                       can_create=can_create)
+                       can_create=can_create, feed=_feed_links(found.slug, fields))
+
+
+def _feed_links(slug: str, fields: list[FieldDef]) -> dict[str, str] | None:
+    """The tracker's Atom feed and hub, for its page's head, when it has public fields."""
+    if not any(f.export_mode == "public" for f in fields):
+        return None
+    base = state().settings.base_url
+    return {"self": feed_url(base, slug), "hub": hub_url(base)}
 
 
 @bp.get("/items/<int:item_id>")

@@ -12,7 +12,17 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 
-from instance.cli import fields, groups, init, keys, serve, tokens, trackers, users
+from instance.cli import (
+    federation,
+    fields,
+    groups,
+    init,
+    keys,
+    serve,
+    tokens,
+    trackers,
+    users,
+)
 from instance.cli.common import CliError
 from instance.config import ConfigError
 from instance.errors import ApiError
@@ -35,7 +45,7 @@ Settings come from DATA_DIR/fieldcast.toml, then FIELDCAST_<NAME> environment va
 """
 
 # In the order `fieldcast --help` lists them.
-COMMAND_GROUPS = (init, serve, users, groups, trackers, fields, keys, tokens)
+COMMAND_GROUPS = (init, serve, users, groups, trackers, fields, keys, tokens, federation)
 
 
 def build_parser() -> argparse.ArgumentParser:

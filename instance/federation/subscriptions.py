@@ -235,8 +235,9 @@ class SqlIntentStore:
                 update(FederationSubscription)
                 .where(FederationSubscription.state == State.ACTIVE.value,
                        FederationSubscription.lease_expires_at <= now)
-                .values(state=expired.value, updated_at=now))
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+                .values(state=expired.value, updated_at=now)
+                .returning(FederationSubscription.id))
+            return len(result.all())
 
 
 # ---- reads -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""This instance's federation URLs: one topic per item, one hub."""
+"""This instance's federation URLs: one topic per item, one Atom feed per tracker, one hub."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import re
 
 TOPIC_PATH = "/federation/items/"
 HUB_PATH = "/federation/hub"
+FEED_PATH = "/federation/trackers/<slug>/feed.atom"
 _ITEM_ID = re.compile(r"[1-9][0-9]{0,17}")
 
 
@@ -15,6 +16,11 @@ def topic_url(base_url: str, item_id: int) -> str:
 
 def hub_url(base_url: str) -> str:
     return f"{base_url}{HUB_PATH}"
+
+
+def feed_url(base_url: str, slug: str) -> str:
+    """The Atom feed of a tracker's public fields (slugs are URL-safe: [a-z0-9_])."""
+    return base_url + FEED_PATH.replace("<slug>", slug)
 
 
 def item_of_topic(base_url: str, topic: str) -> int | None:

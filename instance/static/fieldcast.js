@@ -1,4 +1,4 @@
-// fieldcast's one script: login, logout, new item, and the live item page.
+// fieldcast's one script: login, logout, new item, export settings, and the live item page.
 // User data is only ever put into the page with textContent, never as HTML.
 (() => {
   "use strict";
@@ -64,6 +64,37 @@
     if (r.status === 201) location.href = `/items/${r.data.id}`;
     else announce((r.data && r.data.detail) || `could not create an item (${r.status})`);
   });
+
+  // ---- the federation admin page: export settings saved in place --------------------
+  for (const form of document.querySelectorAll("form.export-form")) {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const note = $(".note", form);
+      const button = $("button[type=submit]", form);
+      const partners = form.partners.value.split(/[\s,]+/).filter(Boolean);
+      const url = `/api/trackers/${encodeURIComponent(form.dataset.tracker)}/fields/${encodeURIComponent(form.dataset.field)}`;
+      button.disabled = true;
+      note.className = "note";
+      note.textContent = "Saving…";
+      try {
+        const r = await api("PATCH", url, { export: { mode: form.mode.value, partners } });
+        if (r.status === 200 && r.data && r.data.export) {
+          form.mode.value = r.data.export.mode;
+          form.partners.value = r.data.export.partners.join("\n");
+          note.className = "note ok";
+          note.textContent = "Saved.";
+        } else {
+          note.className = "note error";
+          note.textContent = (r.data && r.data.detail) || `not saved (${r.status})`;
+        }
+      } catch {
+        note.className = "note error";
+        note.textContent = "not saved: the server could not be reached";
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
 
   // ---- the item page ---------------------------------------------------------------
   const dataNode = $("#page-data");
