@@ -89,7 +89,7 @@ async def subscription_views(session: AsyncSession) -> list[SubscriptionView]:
     subs = await all_subscriptions(session)
     trackers: dict[int, int] = {item: tracker for item, tracker in (await session.execute(
         select(Item.id, Item.tracker_id).where(Item.id.in_({s.item_id for s in subs}))
-    )).tuples()}
+    )).all()}
     fields = await load_fields(session, set(trackers.values()))
     return [_subscription(s, [f.name for f in exported_to(
         fields.get(trackers.get(s.item_id, -1), []), s.subscriber_origin)]) for s in subs]
