@@ -6,6 +6,7 @@ before any connection is tried (tests/hub/test_outbound.py proves that part)."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,7 +34,7 @@ async def strict_world(tmp_path_factory: pytest.TempPathFactory,
     public = Peer("websub")
     data = tmp_path_factory.mktemp("hub")
     url = f"sqlite+aiosqlite:///{data / 'hub.db'}"
-    (data / "hub.db").write_bytes(sqlite_template.read_bytes())
+    shutil.copy(sqlite_template, data / "hub.db")
     # Plain http stays allowed, so each refusal below is the address's, not the scheme's.
     settings = fast_settings(data, url, allow_private_callbacks=False,
                              allow_http_callbacks=True, **LEASES)
