@@ -86,6 +86,7 @@ async def item(item_id: int) -> str | Response:
             if name in view["fields"]:
                 view["fields"][name]["remote"] = info
     options = {f.name: f.options for f in fields if f.readable_by(who)}
-    return await _page("item.html", item=view, tracker=tracker_row,
+    can_link = who.is_admin and any(f.type == "remote" for f in fields)
+    return await _page("item.html", item=view, tracker=tracker_row, can_link=can_link,
                        page={"item": view, "options": options,
                              "position": {"epoch": epoch, "offset": offset}})
