@@ -12,7 +12,7 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 
-from instance.cli import fields, groups, init, keys, serve, tokens, trackers, users
+from instance.cli import fields, groups, init, items, keys, serve, tokens, trackers, users
 from instance.cli.common import CliError
 from instance.config import ConfigError
 from instance.errors import ApiError
@@ -29,13 +29,14 @@ Then, for example:
   fieldcast tracker add bugs --name "Bugs"
   fieldcast field add bugs status --type dropdown --choices open,closed
   fieldcast field add bugs notes --type textarea --read Staff --edit Staff
+  fieldcast item link 12 https://other.example/items/7
 
 Settings come from DATA_DIR/fieldcast.toml, then FIELDCAST_<NAME> environment variables
 (FIELDCAST_DATABASE_URL=postgresql+asyncpg://user@host/db for PostgreSQL).
 """
 
 # In the order `fieldcast --help` lists them.
-COMMAND_GROUPS = (init, serve, users, groups, trackers, fields, keys, tokens)
+COMMAND_GROUPS = (init, serve, users, groups, trackers, fields, items, keys, tokens)
 
 
 def build_parser() -> argparse.ArgumentParser:

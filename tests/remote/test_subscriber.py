@@ -296,3 +296,29 @@ async def test_only_admins_link(pair: Pair) -> None:
     async with pair.b.client() as anonymous:
         r = await anonymous.put(f"/api/items/{b_item}/link", json={"url": pair.topic(1)})
     assert r.status_code == 401
+
+
+async def test_cli_link_and_unlink(pair: Pair) -> None:
+    import asyncio
+
+    from instance.cli import main
+
+    a_item = await pair.a_item(title="by the CLI")
+    b_item = await pair.b_item()
+    s = pair.b.settings
+    environ = {"FIELDCAST_DATABASE_URL": s.effective_database_url,
+               "FIELDCAST_BASE_URL": s.base_url, "FIELDCAST_ALLOW_PRIVATE_CALLBACKS": "true",
+               "FIELDCAST_ALLOW_HTTP_CALLBACKS": "true", "FIELDCAST_REMOTE_LEASE_SECONDS": "600"}
+    data_dir = ["--data-dir", str(s.data_dir)]
+    await asyncio.to_thread(main, ["item", "link", str(b_item), f"{pair.a.base}/items/{a_item}",
+                                   *data_dir], environ)
+    assert (await pair.b_fields(b_item))["their_title"]["value"] == "by the CLI"
+
+    async def active() -> bool:
+        return (await pair.outgoing(pair.topic(a_item)))[0]["state"] == "active"
+    await eventually(active)
+    await asyncio.to_thread(main, ["item", "unlink", str(b_item), *data_dir], environ)
+
+    async def unsubscribed() -> bool:
+        return (await pair.outgoing(pair.topic(a_item)))[0]["state"] == "unsubscribed"
+    await eventually(unsubscribed)
