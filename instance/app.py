@@ -11,6 +11,7 @@ from typing import Any
 from quart import Quart, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from hub.fetcher import FetcherConfig
 from hub.hub import HubConfig
 from hub.verifier import VerifierConfig
 from instance import pages, pages_admin, wellknown
@@ -24,6 +25,9 @@ from instance.federation import feed, hub_endpoint, topics
 from instance.federation.service import FEDERATION_KEY, FederationService
 from instance.live import endpoint as live
 from instance.live.service import LIVE_KEY, LiveService
+from instance.remote import api as remote_api
+from instance.remote import callback as remote_callback
+from instance.remote.service import REMOTE_KEY, RemoteService
 from instance.security import Passwords
 from instance.web import STATE_KEY, AppState
 from keys.store import KeyStore
@@ -77,7 +81,8 @@ def set_websocket_compression(enabled: bool) -> None:
 
 def create_app(settings: Settings, *, database: Database | None = None,
                hub_config: HubConfig | None = None,
-               verifier_config: VerifierConfig | None = None) -> Quart:
+               verifier_config: VerifierConfig | None = None,
+               fetcher_config: FetcherConfig | None = None) -> Quart:
     # No app-level static folder: the pages blueprint serves /static from the package.
     app = Quart("fieldcast", static_folder=None)
     # Quart refuses larger bodies with 413 while reading them, before any parsing.
@@ -97,10 +102,13 @@ def create_app(settings: Settings, *, database: Database | None = None,
         settings, db, verifier_config, change_log=change_log,
         keys=lambda: app.extensions[STATE_KEY].keys)
     app.extensions[FEDERATION_KEY] = federation
+    subscriber = RemoteService(settings, db, change_log, federation,
+                               lambda: app.extensions[STATE_KEY].keys, fetcher_config)
+    app.extensions[REMOTE_KEY] = subscriber
 
     for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp, pages.bp,
                       wellknown.bp, topics.bp, hub_endpoint.bp, federation_admin.bp, feed.bp,
-                      pages_admin.bp):
+                      pages_admin.bp, remote_api.bp, remote_callback.bp):
         app.register_blueprint(blueprint)
 
     @app.get("/healthz")
@@ -156,9 +164,11 @@ def create_app(settings: Settings, *, database: Database | None = None,
             app.extensions[STATE_KEY].keys = keys.load()
         await service.start()
         await federation.start()
+        await subscriber.start()
 
     @app.after_serving
     async def close() -> None:
+        await subscriber.stop()
         await federation.stop()
         await service.stop()
         await db.dispose()

@@ -83,6 +83,10 @@ class Settings:
     hub_lease_min_seconds: int = 60
     hub_lease_default_seconds: int = 10 * 24 * 3600
     hub_lease_max_seconds: int = 31 * 24 * 3600
+    # Subscriber side: the lease this instance asks of other instances' hubs, and the age
+    # after which a linked item is fetched again even without a notification.
+    remote_lease_seconds: int = 10 * 24 * 3600
+    remote_sync_max_age_seconds: int = 6 * 3600
 
     @property
     def effective_database_url(self) -> str:
@@ -172,7 +176,8 @@ def validate(settings: Settings) -> Settings:
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"bind must be host:port, got {settings.bind!r}")
     for name in ("workers", "max_body_bytes", "session_ttl_seconds", "live_poll_ms",
-                 "live_frame_percent", "argon2_time_cost",
+                 "live_frame_percent", "argon2_time_cost", "remote_lease_seconds",
+                 "remote_sync_max_age_seconds",
                  "argon2_memory_kib", "argon2_parallelism"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)}")

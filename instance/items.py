@@ -313,3 +313,25 @@ async def delete_item(session: LogSession, item_id: int, who: Principal) -> None
     await session.flush()
     await changelog.append(session, ChangeKind.ITEM_DELETED, at=now(), item_id=item.id,
                            tracker_id=tracker.id, actor_id=who.user_id)
+
+
+#: Who a mirrored value is saved as: nobody of this instance (the change log's actor is
+#: none; its source says "federation").
+FEDERATION = Principal(None, None, False, frozenset())
+
+
+async def save_mirrored(session: LogSession, item_id: int, tracker_id: int, f: FieldDef,
+                        value: Any, at: datetime) -> Change | None:
+    """Store a value of remote field ``f`` as its host sent it, through the change log
+    (source "federation", no actor), so live pages and readers of the log see it as
+    any save. None when the field already holds it."""
+    this = {"b_item": item_id, "b_field": f.id}
+    row = (await run(session, _LOCK_VALUE, this)).first()
+    if row is None:
+        await session.execute(_insert_missing(session, item_id, f.id, at))
+        row = (await run(session, _LOCK_VALUE, this)).one()
+    if row.value == value and (row.version > 0 or value is None):
+        return None
+    cur = Current(row.value, row.version, row.updated_at, row.updated_by)
+    return await _apply(session, item_id, tracker_id, f, value, FEDERATION, cur, at,
+                        "federation")

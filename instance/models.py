@@ -324,3 +324,75 @@ class FederationCursor(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     event_id: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# ---- federation, subscriber side ---------------------------------------------------------
+# instance/remote/ owns these tables: what this instance subscribed to on other instances'
+# hubs, and which of its items mirror which foreign topic.
+
+
+class RemoteSubscription(Base):
+    """One foreign topic this instance follows: its WebSub subscription on the host's hub
+    and its durable fetch job (at most one per topic, by construction: ``fetch_due_at``).
+
+    ``state`` is a ``protocol.states.SubscriptionState`` string, as the hub sees it;
+    ``awaiting`` the verification mode the callback accepts (REC §5.3.1: only what this
+    instance asked for). ``sync_state`` is what a person sees: live, stale (the host did
+    not answer since ``stale_since``) or gone (no longer shared, ``reason``).
+    """
+
+    __tablename__ = "remote_subscriptions"
+    __table_args__ = (Index("ix_remote_subscriptions_fetch_due", "fetch_due_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(500), unique=True)
+    instance: Mapped[str] = mapped_column(String(300))  # the host's origin
+    tracker: Mapped[str | None] = mapped_column(String(64), nullable=True)  # host's slug
+    hub: Mapped[str] = mapped_column(String(2000))
+    # The last path segment of the callback URL: random, so callbacks cannot be guessed.
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(24))
+    awaiting: Mapped[str | None] = mapped_column(String(12), nullable=True)
+    lease_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                              nullable=True)
+    renew_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # A subscribe or unsubscribe still to send to the hub (renewal, unlink), and when.
+    hub_request: Mapped[str | None] = mapped_column(String(12), nullable=True)
+    hub_request_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                                nullable=True)
+    hub_request_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    denied_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The host's item version last stored, and the newest one a ping announced.
+    remote_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    pinged_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    etag: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    last_ping_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    fetch_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    fetch_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    fetch_claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                                 nullable=True)
+    sync_state: Mapped[str] = mapped_column(String(12), default="live")
+    stale_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RemoteLink(Base):
+    """An item of this instance mirroring a foreign item (its topic's subscription).
+
+    ``unshared`` maps the names of this item's remote fields the host stopped exporting
+    to the sentence saying so (the field is cleared and shown "no longer shared").
+    """
+
+    __tablename__ = "remote_links"
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("remote_subscriptions.id", ondelete="CASCADE"), index=True)
+    item_url: Mapped[str] = mapped_column(String(2000))  # the host's page of the item
+    unshared: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

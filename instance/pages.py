@@ -16,6 +16,7 @@ from werkzeug.wrappers.response import Response
 from instance import changelog, items, trackers
 from instance.errors import ApiError
 from instance.federation.urls import feed_url, hub_url
+from instance.remote.links import remote_state
 from instance.rights import FieldDef
 from instance.web import caller, db, state
 
@@ -91,7 +92,11 @@ async def item(item_id: int) -> str | Response:
             raise ApiError(404, "not_found", f"item {item_id} does not exist or you may "
                            "not see it")
         view = (await items.items_json(session, [found], tracker_row, fields, who))[0]
+        for name, info in (await remote_state(session, found.id, fields)).items():
+            if name in view["fields"]:
+                view["fields"][name]["remote"] = info
     options = {f.name: f.options for f in fields if f.readable_by(who)}
-    return await _page("item.html", item=view, tracker=tracker_row,
+    can_link = who.is_admin and any(f.type == "remote" for f in fields)
+    return await _page("item.html", item=view, tracker=tracker_row, can_link=can_link,
                        page={"item": view, "options": options,
                              "position": {"epoch": epoch, "offset": offset}})

@@ -13,6 +13,7 @@ from instance import changelog, items, trackers
 from instance.accounts import iso
 from instance.errors import ApiError, not_found
 from instance.federation.exports import topic_of
+from instance.remote.links import remote_state
 from instance.web import change_log, db, int_arg, json_body, principal, require_admin, state
 
 bp = Blueprint("items", __name__, url_prefix="/api")
@@ -84,6 +85,9 @@ async def _item_view(item_id: int) -> dict[str, Any]:
         if not (who.is_admin or items.readable(fields, who)):
             raise not_found(f"item {item_id}")
         view = (await items.items_json(session, [item], tracker, fields, who))[0]
+        for name, info in (await remote_state(session, item.id, fields)).items():
+            if name in view["fields"]:
+                view["fields"][name]["remote"] = info
     view["topic"] = topic_of(state().settings.base_url, item.id, fields)
     return view
 

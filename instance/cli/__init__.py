@@ -17,6 +17,7 @@ from instance.cli import (
     fields,
     groups,
     init,
+    items,
     keys,
     serve,
     tokens,
@@ -39,13 +40,15 @@ Then, for example:
   fieldcast tracker add bugs --name "Bugs"
   fieldcast field add bugs status --type dropdown --choices open,closed
   fieldcast field add bugs notes --type textarea --read Staff --edit Staff
+  fieldcast item link 12 https://other.example/items/7
 
 Settings come from DATA_DIR/fieldcast.toml, then FIELDCAST_<NAME> environment variables
 (FIELDCAST_DATABASE_URL=postgresql+asyncpg://user@host/db for PostgreSQL).
 """
 
 # In the order `fieldcast --help` lists them.
-COMMAND_GROUPS = (init, serve, users, groups, trackers, fields, keys, tokens, federation)
+COMMAND_GROUPS = (init, serve, users, groups, trackers, fields, items, keys, tokens,
+                  federation)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -132,8 +132,9 @@
     state.metaNode = el("p", { class: "meta", text: meta(state) });
     section.append(state.metaNode);
     if (data.type === "remote") {
-      const source = (options[name] || {}).source || {};
-      section.append(el("p", { class: "remote", text: `read-only, from ${source.instance || "another instance"}` }));
+      state.remoteNode = el("p", { class: "remote" });
+      section.append(state.remoteNode);
+      showRemote(state, data.remote);
     }
     state.noteNode = el("p", { class: "note", role: "status" });
     section.append(state.noteNode);
@@ -141,6 +142,37 @@
     if (state.canEdit) addEditButton(state);
     fields.set(name, state);
     return section;
+  }
+
+  // Where a remote field comes from and how current it is: live, stale, no longer shared.
+  const REMOTE_STATES = { live: "live", stale: "stale", no_longer_shared: "no longer shared",
+    not_subscribed: "not subscribed", unlinked: "not linked" };
+
+  function showRemote(state, remote) {
+    const node = state.remoteNode;
+    if (!node) return;
+    const source = (options[state.name] || {}).source || {};
+    const r = remote || { instance: source.instance, state: "unlinked" };
+    node.replaceChildren();
+    node.dataset.state = r.state;
+    node.append(`read-only, from ${r.instance || source.instance || "another instance"}`);
+    if (r.item_url && /^https?:\/\//.test(r.item_url)) {
+      node.append(" · ", el("a", { href: r.item_url, class: "host-item", text: r.item_url }));
+    }
+    let text = REMOTE_STATES[r.state] || r.state;
+    if (r.state === "stale" && r.stale_since) text += ` since ${when(r.stale_since)} (host unreachable)`;
+    node.append(" · ", el("span", { class: "remote-state", text }));
+    if (r.synced_at) node.append(` · synced ${when(r.synced_at)}`);
+    if (r.reason && r.state !== "live") node.append(el("span", { class: "remote-reason", text: ` — ${r.reason}` }));
+  }
+
+  async function refreshRemote() {
+    const r = await api("GET", `/api/items/${itemId}`);
+    if (r.status !== 200) return;
+    for (const [name, data] of Object.entries(r.data.fields)) {
+      const state = fields.get(name);
+      if (state && data.remote) showRemote(state, data.remote);
+    }
   }
 
   function addEditButton(state) {
@@ -307,6 +339,7 @@
     const state = fields.get(u.field);
     if (!state) { reloadItem(); return; } // a field we did not have: fetch it
     newer(state, u);
+    if (state.type === "remote") refreshRemote(); // its sync time and state moved too
   }
 
   function newer(state, u) {
@@ -466,6 +499,22 @@
         break;
     }
   }
+
+  // Admins link this item to an item of another instance (or unlink it).
+  const linkForm = $("#link-form");
+  linkForm?.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const status = $("#link-status");
+    status.textContent = "linking…";
+    const r = await api("PUT", `/api/items/${itemId}/link`, { url: linkForm.url.value.trim() });
+    if (r.status === 200) { status.textContent = "linked"; reloadItem(); refreshRemote(); }
+    else status.textContent = (r.data && r.data.detail) || `could not link (${r.status})`;
+  });
+  $("#unlink")?.addEventListener("click", async () => {
+    const r = await api("DELETE", `/api/items/${itemId}/link`);
+    $("#link-status").textContent = r.status === 204 ? "unlinked" : ((r.data && r.data.detail) || `could not unlink (${r.status})`);
+    refreshRemote();
+  });
 
   renderAll(page.item);
   delete page.item;
