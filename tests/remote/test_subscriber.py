@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from instance.federation.service import FEDERATION_KEY
 from tests.conftest import PASSWORD
 from tests.remote.conftest import Pair, eventually
 
@@ -130,11 +131,22 @@ async def test_a_ping_for_a_held_version_does_not_fetch(pair: Pair) -> None:
                                   "replayed"])
 async def test_bad_pings_are_refused_and_change_nothing(pair: Pair, case: str,
                                                         tmp_path: Any) -> None:
+    a_item, b_item, sub = await linked(pair, "steady")
+    # A's own (real) pings would move B too; hold them, so that only the bad ping could.
+    delivery = pair.a.app.extensions[FEDERATION_KEY].delivery
+    await delivery.stop()
+    try:
+        await _refuse_bad_ping(pair, case, tmp_path, a_item, b_item, sub)
+    finally:
+        await delivery.start()
+
+
+async def _refuse_bad_ping(pair: Pair, case: str, tmp_path: Any, a_item: int, b_item: int,
+                           sub: dict[str, Any]) -> None:
     import time
 
     from keys.store import KeyStore
 
-    a_item, b_item, sub = await linked(pair, "steady")
     await pair.admin_a.patch(f"/api/items/{a_item}/fields/title", json={"value": "moved"})
     callback, topic = sub["callback"], pair.topic(a_item)
     body, headers = pair.ping_request(callback, topic, a_item, 99)
