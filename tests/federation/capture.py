@@ -59,8 +59,9 @@ class CapturePeer(Peer):
 
         async def callback(name: str) -> Any:
             if request.method != "POST":
-                return await get_view(name)
+                return await get_view(name)  # type: ignore[misc]
             doc = json.loads(await request.get_data())
+            client = request.scope.get("client") or ("", 0)
             key = (request.path, int(doc["item"]))
             self.active[key] += 1
             self.max_active[key] = max(self.max_active[key], self.active[key])
@@ -69,7 +70,7 @@ class CapturePeer(Peer):
                     await asyncio.sleep(self.delay)
                 self.pings.append(Ping(request.path, int(doc["item"]), int(doc["event"]),
                                        int(doc["version"]), tuple(doc["fields"]),
-                                       time.monotonic(), int(request.scope["client"][1])))
+                                       time.monotonic(), int(client[1])))
             finally:
                 self.active[key] -= 1
             return "", 202
