@@ -251,3 +251,23 @@ async def test_other_feed_spellings_are_not_topics(world: World, path: str) -> N
         "hub.mode": "subscribe", "hub.topic": world.base + path,
         "hub.callback": world.public.callback()})
     assert status == 400 and "feed.atom" in text
+
+
+async def test_unsubscribe_from_a_feed_is_verified_and_stops_pings(world: World) -> None:
+    slug = await new_tracker(world, partner_field=False)
+    public: Subscriber = world.public  # type: ignore[assignment]
+    item = await world.item(slug, title=marker("t"))
+    await settled(world)
+    callback = await feed_subscribed(world, slug, public)
+    status, _, text = await world.post_hub({"hub.mode": "unsubscribe",
+                                            "hub.topic": feed_url(world, slug),
+                                            "hub.callback": callback})
+    assert status == 202, text
+    _, verification = await public.wait_gets(callback, 2)
+    assert verification.args["hub.mode"] == "unsubscribe"  # websub.rocks hub test 104
+    assert verification.args["hub.topic"] == feed_url(world, slug)
+    await world.wait_state(callback, "unsubscribed")
+    await save(world, item, "title", marker("after"))
+    await settled(world)
+    await asyncio.sleep(0.4)
+    assert public.posted(callback) == []
