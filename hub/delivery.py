@@ -39,7 +39,7 @@ class Claimed:
     id: int
     subscription_id: int
     topic: str
-    item_id: int
+    item_id: int | None  # None for a tracker's feed (then ``tracker_id`` is set)
     event_id: int
     item_version: int
     fields: tuple[str, ...]
@@ -51,6 +51,7 @@ class Claimed:
     secret: str | None
     subscription_active: bool
     lease_expires_at: datetime | None
+    tracker_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,12 +29,17 @@ log = logging.getLogger("fieldcast.hub.projector")
 
 @dataclass(frozen=True, slots=True)
 class Audience:
-    """One active subscription and the field names it may see now."""
+    """One active subscription and the field names it may see now.
+
+    An item topic's has ``item_id``; a tracker feed's has ``tracker_id`` instead (and
+    sees the tracker's public fields, of every item).
+    """
 
     subscription_id: int
     topic: str
-    item_id: int
+    item_id: int | None
     visible: frozenset[str]
+    tracker_id: int | None = None
 
 
 @dataclass(slots=True)
@@ -43,10 +48,11 @@ class Owed:
 
     subscription_id: int
     topic: str
-    item_id: int
+    item_id: int | None  # None for a feed, which has ``tracker_id``
     event_id: int
-    item_version: int
+    item_version: int  # 0 for a feed: it spans items
     fields: set[str] = field(default_factory=set)
+    tracker_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +71,12 @@ class ProjectorStore(Protocol):
         """Change-log rows after ``after``, in order."""
 
     async def audience(self, items: dict[int, int | None]) -> list[Audience]:
-        """Active subscriptions to these items ({item: tracker, None if unknown}) and
-        what each may see of them now."""
+        """Active subscriptions to these items ({item: tracker, None if unknown}) and to
+        the feeds of their trackers, and what each may see now."""
 
     async def tracker_audience(self, tracker: int | None) -> list[Audience]:
-        """Active subscriptions to the items of ``tracker`` (None: of every tracker)."""
+        """Active subscriptions to the items and the feed of ``tracker`` (None: of
+        every tracker)."""
 
     async def commit(self, owed: Sequence[Owed], endings: Sequence[Ending], before: int,
                      after: int, now: datetime) -> bool:
@@ -98,28 +105,35 @@ def project(changes: Sequence[Change], audience: Sequence[Audience],
             rechecked: Sequence[Audience]) -> tuple[list[Owed], list[Ending]]:
     """The pure step: what a batch of changes owes to whom.
 
-    ``audience`` are the subscriptions of the batch's items, ``rechecked`` those of the
-    trackers whose export settings changed. A VALUE change is owed to every subscription
-    that may see the field; the union of field names and the newest event and item
-    version are kept per (subscription, topic). ITEM_DELETED is owed to every
-    subscription of the topic, with no field names: the last notification, after which
-    the topic answers 410.
+    ``audience`` are the subscriptions of the batch's items and of their trackers'
+    feeds, ``rechecked`` those of the trackers whose export settings changed. A VALUE
+    change is owed to every subscription that may see the field: of its item's topic,
+    and of its tracker's feed when the field is public; the union of field names and the
+    newest event and item version are kept per (subscription, topic). ITEM_DELETED is
+    owed to every subscription of the topic, with no field names: the last notification,
+    after which the topic answers 410; and to the tracker's feed, which drops the item.
     """
     by_item: dict[int, list[Audience]] = {}
+    by_tracker: dict[int, list[Audience]] = {}
     for a in audience:
-        by_item.setdefault(a.item_id, []).append(a)
+        if a.item_id is not None:
+            by_item.setdefault(a.item_id, []).append(a)
+        elif a.tracker_id is not None:
+            by_tracker.setdefault(a.tracker_id, []).append(a)
     owed: dict[tuple[int, str], Owed] = {}
     for change in changes:
         if change.item is None or change.kind not in (ChangeKind.VALUE, ChangeKind.ITEM_DELETED):
             continue
-        for a in by_item.get(change.item, ()):
+        feeds = by_tracker.get(change.tracker, []) if change.tracker is not None else []
+        for a in [*by_item.get(change.item, ()), *feeds]:
             if change.kind is ChangeKind.VALUE and change.field not in a.visible:
                 continue
             entry = owed.get((a.subscription_id, a.topic))
-            version = change.item_version or 0
+            version = (change.item_version or 0) if a.item_id is not None else 0
             if entry is None:
                 entry = owed[(a.subscription_id, a.topic)] = Owed(
-                    a.subscription_id, a.topic, a.item_id, change.event, version)
+                    a.subscription_id, a.topic, a.item_id, change.event, version,
+                    tracker_id=a.tracker_id)
             entry.event_id = max(entry.event_id, change.event)
             entry.item_version = max(entry.item_version, version)
             if change.kind is ChangeKind.VALUE and change.field is not None:

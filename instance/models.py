@@ -8,6 +8,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -217,6 +218,9 @@ class ChangeLog(Base):
 # States are the strings of protocol.websub's SubscriptionState / DeliveryState; every
 # change of them goes through protocol.websub.transition (instance/federation/).
 
+#: A subscription or delivery is about one item topic or one tracker's Atom feed.
+ONE_TARGET = "(item_id IS NULL) <> (tracker_id IS NULL)"
+
 
 class FederationSubscription(Base):
     """One WebSub subscription, keyed by (topic, callback) as the REC keys them (§5.1).
@@ -231,11 +235,14 @@ class FederationSubscription(Base):
     __table_args__ = (
         UniqueConstraint("topic", "callback", name="uq_federation_subscriptions_pair"),
         Index("ix_federation_subscriptions_state_lease", "state", "lease_expires_at"),
+        CheckConstraint(ONE_TARGET, name="one_target"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     topic: Mapped[str] = mapped_column(String(500))
-    # Plain column, no foreign key: a deleted item's subscriptions stay to be ended.
-    item_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    # Exactly one of the two: an item topic or a tracker's feed. Plain columns, no
+    # foreign keys: a deleted item's (or tracker's) subscriptions stay to be ended.
+    item_id: Mapped[int | None] = mapped_column(BigInteger, index=True, nullable=True)
+    tracker_id: Mapped[int | None] = mapped_column(BigInteger, index=True, nullable=True)
     callback: Mapped[str] = mapped_column(String(2000))
     # The origin of the instance that signed the verified request; None: unsigned, so
     # only public fields are exported to it.
@@ -268,7 +275,10 @@ class FederationIntent(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     mode: Mapped[str] = mapped_column(String(12))  # subscribe, unsubscribe or denied
     topic: Mapped[str] = mapped_column(String(500))
-    item_id: Mapped[int] = mapped_column(BigInteger)
+    # The topic's item or feed tracker; neither for a denial of a feed that does not
+    # exist (an item topic names its id, a feed only a slug).
+    item_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tracker_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     callback: Mapped[str] = mapped_column(String(2000))
     subscriber_origin: Mapped[str | None] = mapped_column(String(300), nullable=True)
     secret: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -297,15 +307,18 @@ class FederationDelivery(Base):
               sqlite_where=text("state IN ('pending', 'retry')"),
               postgresql_where=text("state IN ('pending', 'retry')")),
         Index("ix_federation_deliveries_due", "state", "next_attempt_at"),
+        CheckConstraint(ONE_TARGET, name="one_target"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     subscription_id: Mapped[int] = mapped_column(
         ForeignKey("federation_subscriptions.id", ondelete="CASCADE")
     )
     topic: Mapped[str] = mapped_column(String(500))
-    item_id: Mapped[int] = mapped_column(BigInteger)
+    # As the subscription's: the item of an item topic, or the tracker of a feed.
+    item_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tracker_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     event_id: Mapped[int] = mapped_column(BigInteger)  # the newest event coalesced here
-    item_version: Mapped[int] = mapped_column(BigInteger)
+    item_version: Mapped[int] = mapped_column(BigInteger)  # 0 for a feed
     fields: Mapped[list] = mapped_column(JSON, default=list)  # changed field names, union
     state: Mapped[str] = mapped_column(String(12))
     attempts: Mapped[int] = mapped_column(Integer, default=0)

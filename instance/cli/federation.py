@@ -48,18 +48,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def subscriptions_table(subs: Sequence[SubscriptionView]) -> str:
     return table(
-        ["state", "topic", "callback", "subscriber", "lease end", "fields", "last success",
-         "last error"],
-        [[s.state, s.topic, s.callback, s.subscriber_origin or "public",
+        ["state", "topic", "callback", "target", "subscriber", "lease end", "fields",
+         "last success", "last error"],
+        [[s.state, s.topic, s.callback, s.target, s.subscriber_origin or "public",
           _when(s.lease_expires_at), ",".join(s.exported_fields) or "(none)",
           _when(s.last_success_at), s.last_error] for s in subs])
 
 
 def deliveries_table(deliveries: Sequence[DeliveryView]) -> str:
     return table(
-        ["state", "subscription", "callback", "topic", "attempts", "next retry",
+        ["state", "subscription", "callback", "topic", "target", "attempts", "next retry",
          "last status", "last error", "event"],
-        [[d.state, d.subscription, d.callback, d.topic, d.attempts,
+        [[d.state, d.subscription, d.callback, d.topic, d.target, d.attempts,
           _when(d.next_attempt_at), d.last_status, d.last_error, d.event_id]
          for d in deliveries])
 

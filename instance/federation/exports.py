@@ -1,4 +1,4 @@
-"""Which fields of an item are exported to whom.
+"""Which fields of an item (or of a tracker's feed) are exported to whom.
 
 A field is exported to everyone when its ``export_mode`` is "public", and to the
 instances listed in ``export_partners`` when it is "partners". An unsigned request is
@@ -48,6 +48,11 @@ def exported_to(fields: list[FieldDef], origin: str | None) -> list[FieldDef]:
     return out
 
 
+def public_fields(fields: list[FieldDef]) -> list[FieldDef]:
+    """What a tracker's Atom feed holds: the public fields, whoever asks (signed or not)."""
+    return [f for f in fields if f.export_mode == "public"]
+
+
 def topic_of(base_url: str, item_id: int, fields: list[FieldDef]) -> str | None:
     """The item's topic URL when any of its fields is exported to anyone, else None."""
     if any(f.export_mode in ("public", "partners") for f in fields):
@@ -89,3 +94,14 @@ async def item_exports(session: AsyncSession, item_id: int, origin: str | None
     item, tracker = row
     fields = (await load_fields(session, [tracker.id]))[tracker.id]
     return ItemExports(item, tracker, exported_to(fields, origin))
+
+
+async def feed_exports(session: AsyncSession, slug: str
+                       ) -> tuple[Tracker, list[FieldDef]] | None:
+    """The tracker of a feed and its public fields, or None when the tracker does not
+    exist or has no public field (then there is no feed, and no feed topic)."""
+    tracker = await session.scalar(select(Tracker).where(Tracker.slug == slug))
+    if tracker is None:
+        return None
+    fields = public_fields((await load_fields(session, [tracker.id]))[tracker.id])
+    return (tracker, fields) if fields else None

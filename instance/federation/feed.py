@@ -21,14 +21,16 @@ from urllib.parse import urlsplit
 from feedgen.feed import FeedGenerator
 from quart import Blueprint, Response, request
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.changes import Change
 from instance import changelog
 from instance.clock import as_utc
+from instance.federation.exports import feed_exports
 from instance.federation.service import federation
 from instance.federation.urls import FEED_PATH, feed_url, hub_url, topic_url
 from instance.models import Item, Tracker
-from instance.rights import FieldDef, load_fields
+from instance.rights import FieldDef
 from protocol.documents import etag_matches
 from protocol.links import build_link_header
 
@@ -40,10 +42,6 @@ FEED_ENTRIES = 50
 NOT_FOUND = {"error": "not_found",
              "detail": "this feed does not exist: the tracker is unknown or has no public "
                        "field"}
-
-
-def public_fields(fields: list[FieldDef]) -> list[FieldDef]:
-    return [f for f in fields if f.export_mode == "public"]
 
 
 def value_text(value: Any) -> str:
@@ -99,27 +97,41 @@ def strong_etag(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
+async def feed_document(session: AsyncSession, base_url: str, instance: str, slug: str
+                        ) -> bytes | None:
+    """The feed's bytes, as ``GET`` serves them to anyone, or None when there is no
+    feed (unknown tracker, no public field). The delivery worker's fat ping to a feed
+    subscriber sends these same bytes."""
+    found = await feed_exports(session, slug)
+    if found is None:
+        return None
+    tracker, fields = found
+    epoch = await changelog.epoch(session)
+    changes = await changelog.recent(session, tracker.id, [f.id for f in fields],
+                                     FEED_ENTRIES)
+    alive = set((await session.execute(select(Item.id).where(
+        Item.id.in_({c.item for c in changes})))).scalars())
+    return render(base_url, instance, tracker, fields,
+                  [c for c in changes if c.item in alive], epoch)
+
+
+def feed_headers(base_url: str, slug: str) -> dict[str, str]:
+    """``Link`` (hub and self, REC §4/§7), as both the GET and the fat ping send it."""
+    return {"Link": build_link_header(hub=hub_url(base_url), self_url=feed_url(base_url, slug))}
+
+
 @bp.get(FEED_PATH)
 async def feed(slug: str) -> Response:
     service = federation()
     base = service.settings.base_url
     async with service.db.read() as session:
-        tracker = await session.scalar(select(Tracker).where(Tracker.slug == slug))
-        fields = public_fields((await load_fields(session, [tracker.id]))[tracker.id]
-                               ) if tracker is not None else []
-        if tracker is None or not fields:
-            return Response(json.dumps(NOT_FOUND), 404, content_type="application/json")
-        epoch = await changelog.epoch(session)
-        changes = await changelog.recent(session, tracker.id, [f.id for f in fields],
-                                         FEED_ENTRIES)
-        alive = set((await session.execute(select(Item.id).where(
-            Item.id.in_({c.item for c in changes})))).scalars())
-    body = render(base, service.settings.instance_name, tracker, fields,
-                  [c for c in changes if c.item in alive], epoch)
+        body = await feed_document(session, base, service.settings.instance_name, slug)
+    if body is None:
+        return Response(json.dumps(NOT_FOUND), 404, content_type="application/json")
     tag = strong_etag(body)
     headers = {
         "ETag": tag,
-        "Link": build_link_header(hub=hub_url(base), self_url=feed_url(base, slug)),
+        **feed_headers(base, slug),
         # Public, but changing at any moment: caches may keep it only to revalidate.
         "Cache-Control": "no-cache",
     }

@@ -1,5 +1,8 @@
 """``POST {hub}``: WebSub subscribe and unsubscribe requests (REC §5.1).
 
+A topic is an item's topic URL or a tracker's Atom feed URL (its public fields, the
+same to every subscriber, signed or not).
+
 The answer is 202 before any verification (REC §5.1.2), or a 4xx with a plain-text
 reason for a request that is malformed or badly signed. Whether the topic exists or is
 exported to the requester does not change the answer: a subscribe the hub will not
@@ -14,10 +17,11 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from instance.accounts import now
 from instance.federation import subscriptions
-from instance.federation.exports import item_exports, normalize_origin
+from instance.federation.exports import feed_exports, item_exports, normalize_origin
 from instance.federation.requester import signer_origin
 from instance.federation.service import federation
-from instance.federation.urls import HUB_PATH, TOPIC_PATH, item_of_topic
+from instance.federation.subscriptions import Target
+from instance.federation.urls import HUB_PATH, TOPIC_PATH, feed_of_topic, feed_url, item_of_topic
 from protocol.errors import ProtocolError
 from protocol.websub import (
     MAX_FORM_BYTES,
@@ -56,9 +60,11 @@ async def hub() -> Response:
     try:
         req = parse_hub_request(decode_form(body), lease=service.lease)
         item_id = item_of_topic(base, req.topic)
-        if item_id is None:
+        slug = feed_of_topic(base, req.topic) if item_id is None else None
+        if item_id is None and slug is None:
             return _text(400, f"hub.topic {req.topic!r} is not a topic of this hub; topics "
-                         f"are {base}{TOPIC_PATH}ID, the rel=self link of the item")
+                         f"are {base}{TOPIC_PATH}ID, the rel=self link of the item, and "
+                         f"{feed_url(base, 'SLUG')}, a tracker's Atom feed")
         if isinstance(req, PublishRequest):
             # This hub's own changes reach it through the change log, not through pings.
             return _text(202, "accepted; this hub publishes its topics itself")
@@ -75,11 +81,20 @@ async def hub() -> Response:
     at = now()
     async with service.db.write() as session:
         if isinstance(req, SubscribeRequest):
-            exports = await item_exports(session, item_id, origin)
-            if exports.fields:
-                await subscriptions.request_subscribe(session, req, item_id, origin, at)
+            target: Target | None
+            if item_id is not None:
+                target = Target(item_id=item_id)
+                honoured = bool((await item_exports(session, item_id, origin)).fields)
             else:
-                await subscriptions.request_denial(session, req.topic, req.callback, item_id,
+                assert slug is not None
+                found = await feed_exports(session, slug)
+                target = Target(tracker_id=found[0].id) if found is not None else None
+                honoured = found is not None
+            if honoured:
+                assert target is not None
+                await subscriptions.request_subscribe(session, req, target, origin, at)
+            else:
+                await subscriptions.request_denial(session, req.topic, req.callback, target,
                                                    DENIAL_REASON, at)
         else:
             await subscriptions.request_unsubscribe(session, req, at)

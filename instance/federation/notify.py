@@ -7,6 +7,10 @@
 * **Fat ping** to a plain WebSub subscriber (no origin, so public fields only): the
   topic's exact current bytes, as an unsigned ``GET`` of the topic gets them (REC §7:
   "the full contents of the topic URL", with its content type).
+* **Fat ping of a tracker's feed** to every subscriber of the feed, partner or not (the
+  feed is public): the whole current Atom document, ``application/atom+xml``, as ``GET``
+  serves it. REC §7 lets a hub send only the new entries of a feed; it does not have to,
+  and the whole document is what a GET gives. A partner's is also HTTP-signed.
 
 Both carry ``Link: <hub>; rel="hub", <topic>; rel="self"`` and, only when the
 subscriber gave ``hub.secret``, ``X-Hub-Signature: sha256=<hex>`` over the exact body
@@ -15,6 +19,7 @@ subscriber gave ``hub.secret``, ``X-Hub-Signature: sha256=<hex>`` over the exact
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,8 +28,10 @@ from typing import Any
 
 from hub.delivery import Claimed, Outgoing, best_profile
 from instance.db import Database
+from instance.federation.feed import ATOM, feed_document
+from instance.federation.feed import NOT_FOUND as FEED_NOT_FOUND
 from instance.federation.topics import GONE, NOT_FOUND, topic_document
-from instance.federation.urls import hub_url
+from instance.federation.urls import feed_of_topic, hub_url
 from keys.store import KeyStore, key_url
 from protocol.documents import ExportedItem, Notification, dumps
 from protocol.hubsignature import sign_body
@@ -42,9 +49,10 @@ FetchJson = Callable[[str], Awaitable[tuple[int, Any]]]
 
 class Notifier:
     def __init__(self, db: Database, base_url: str, keys: Callable[[], KeyStore | None],
-                 fetch_json: FetchJson) -> None:
+                 fetch_json: FetchJson, *, instance_name: str) -> None:
         self.db = db
         self.base_url = base_url
+        self.instance_name = instance_name  # the feed's title and author
         self.keys = keys
         self.fetch_json = fetch_json
         self._profiles: dict[str, tuple[tuple[str, ...], float]] = {}
@@ -52,10 +60,15 @@ class Notifier:
     async def compose(self, delivery: Claimed) -> Outgoing:
         headers = [("link", build_link_header(hub=hub_url(self.base_url),
                                               self_url=delivery.topic))]
-        if delivery.origin is None:
+        if delivery.tracker_id is not None:
+            body, content_type = await self._feed_bytes(delivery.topic)
+            headers.append(("content-type", content_type))
+        elif delivery.origin is None:
+            assert delivery.item_id is not None
             body = await self._topic_bytes(delivery.item_id)
             headers.append(("content-type", "application/json"))
         else:
+            assert delivery.item_id is not None
             body = dumps(Notification(
                 topic=delivery.topic, item=delivery.item_id, fields=delivery.fields,
                 version=delivery.item_version, event=delivery.event_id,
@@ -74,6 +87,17 @@ class Notifier:
             return dumps(doc)
         # What the topic answers now: the deletion's last ping carries the 410 body.
         return dumps(GONE if doc == 410 else NOT_FOUND)
+
+    async def _feed_bytes(self, topic: str) -> tuple[bytes, str]:
+        slug = feed_of_topic(self.base_url, topic)
+        async with self.db.read() as session:
+            body = await feed_document(session, self.base_url, self.instance_name, slug
+                                       ) if slug is not None else None
+        if body is not None:
+            return body, ATOM
+        # The tracker has no public field left (its subscriptions are being denied):
+        # what the feed answers now.
+        return json.dumps(FEED_NOT_FOUND).encode(), "application/json"
 
     async def _signature(self, origin: str, url: str, headers: list[tuple[str, str]],
                          body: bytes) -> list[tuple[str, str]]:

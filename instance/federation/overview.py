@@ -1,5 +1,8 @@
 """What the hub holds, for its admins: subscriptions and deliveries.
 
+A subscription (and its deliveries) is about an item topic (``item``) or a tracker's
+Atom feed (``tracker``, the slug; ``item`` is then None); ``kind`` says which.
+
 One query per concept, used by ``GET /api/federation/subscriptions``, ``fieldcast
 federation subscriptions|deliveries`` and the ``/admin/federation`` page, so the three
 never disagree. Secrets never leave here: a row says only whether there is one.
@@ -15,13 +18,17 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance.accounts import iso
-from instance.federation.exports import exported_to
+from instance.federation.exports import exported_to, public_fields
 from instance.federation.subscriptions import all_subscriptions
-from instance.models import FederationDelivery, FederationSubscription, Item
+from instance.models import FederationDelivery, FederationSubscription, Item, Tracker
 from instance.rights import load_fields
 
 #: The admin views show the newest deliveries; the queue itself may be longer.
 DELIVERIES_SHOWN = 200
+
+
+def _target(item: int | None, tracker: str | None) -> str:
+    return f"item {item}" if item is not None else f"feed of {tracker or '(deleted tracker)'}"
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,8 @@ class SubscriptionView:
     id: int
     state: str
     topic: str
-    item: int
+    item: int | None  # None for a feed subscription
+    tracker: str | None  # the feed's tracker slug; None for an item topic
     callback: str
     subscriber_origin: str | None  # None: an unsigned subscriber, public fields only
     has_secret: bool
@@ -42,10 +50,19 @@ class SubscriptionView:
     last_error: str | None
     last_error_at: datetime | None
 
+    @property
+    def kind(self) -> str:
+        return "item" if self.item is not None else "feed"
+
+    @property
+    def target(self) -> str:
+        return _target(self.item, self.tracker)
+
     def json(self) -> dict[str, Any]:
         return {
-            "id": self.id, "state": self.state, "topic": self.topic, "item": self.item,
-            "callback": self.callback, "subscriber_origin": self.subscriber_origin,
+            "id": self.id, "state": self.state, "topic": self.topic, "kind": self.kind,
+            "item": self.item, "tracker": self.tracker, "callback": self.callback,
+            "subscriber_origin": self.subscriber_origin,
             "signed": self.subscriber_origin is not None, "has_secret": self.has_secret,
             "lease_seconds": self.lease_seconds,
             "lease_expires_at": iso(self.lease_expires_at),
@@ -63,7 +80,8 @@ class DeliveryView:
     subscription: int
     callback: str
     topic: str
-    item: int
+    item: int | None  # None for a feed delivery
+    tracker: str | None  # the feed's tracker slug; None for an item topic
     event_id: int
     item_version: int
     fields: tuple[str, ...]
@@ -73,10 +91,16 @@ class DeliveryView:
     last_error: str | None
     updated_at: datetime
 
+    @property
+    def target(self) -> str:
+        return _target(self.item, self.tracker)
+
     def json(self) -> dict[str, Any]:
         return {
             "id": self.id, "state": self.state, "subscription": self.subscription,
-            "callback": self.callback, "topic": self.topic, "item": self.item,
+            "callback": self.callback, "topic": self.topic,
+            "kind": "item" if self.item is not None else "feed", "item": self.item,
+            "tracker": self.tracker,
             "event_id": self.event_id, "item_version": self.item_version,
             "fields": list(self.fields), "attempts": self.attempts,
             "next_attempt_at": iso(self.next_attempt_at), "last_status": self.last_status,
@@ -84,21 +108,42 @@ class DeliveryView:
         }
 
 
+async def _slugs(session: AsyncSession, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = await session.execute(select(Tracker.id, Tracker.slug).where(Tracker.id.in_(ids)))
+    return {tracker_id: slug for tracker_id, slug in rows.all()}
+
+
 async def subscription_views(session: AsyncSession) -> list[SubscriptionView]:
-    """Every subscription, oldest first, with the fields exported to its subscriber now."""
+    """Every subscription, oldest first, with the fields exported to its subscriber now
+    (a feed's: the tracker's public fields)."""
     subs = await all_subscriptions(session)
     trackers: dict[int, int] = {item: tracker for item, tracker in (await session.execute(
-        select(Item.id, Item.tracker_id).where(Item.id.in_({s.item_id for s in subs}))
+        select(Item.id, Item.tracker_id).where(
+            Item.id.in_({s.item_id for s in subs if s.item_id is not None}))
     )).all()}
-    fields = await load_fields(session, set(trackers.values()))
-    return [_subscription(s, [f.name for f in exported_to(
-        fields.get(trackers.get(s.item_id, -1), []), s.subscriber_origin)]) for s in subs]
+    feeds = {s.tracker_id for s in subs if s.tracker_id is not None}
+    fields = await load_fields(session, set(trackers.values()) | feeds)
+    slugs = await _slugs(session, feeds)
+    views = []
+    for s in subs:
+        if s.tracker_id is not None:
+            exported = public_fields(fields.get(s.tracker_id, []))
+        else:
+            tracker = trackers.get(s.item_id) if s.item_id is not None else None
+            exported = exported_to(fields.get(tracker, []) if tracker is not None else [],
+                                   s.subscriber_origin)
+        views.append(_subscription(s, slugs.get(s.tracker_id) if s.tracker_id else None,
+                                   [f.name for f in exported]))
+    return views
 
 
-def _subscription(s: FederationSubscription, exported: list[str]) -> SubscriptionView:
+def _subscription(s: FederationSubscription, tracker: str | None, exported: list[str]
+                  ) -> SubscriptionView:
     return SubscriptionView(
-        id=s.id, state=s.state, topic=s.topic, item=s.item_id, callback=s.callback,
-        subscriber_origin=s.subscriber_origin, has_secret=s.secret is not None,
+        id=s.id, state=s.state, topic=s.topic, item=s.item_id, tracker=tracker,
+        callback=s.callback, subscriber_origin=s.subscriber_origin, has_secret=s.secret is not None,
         lease_seconds=s.lease_seconds, lease_expires_at=s.lease_expires_at,
         exported_fields=tuple(exported), created_at=s.created_at, verified_at=s.verified_at,
         last_success_at=s.last_success_at, last_error=s.last_error,
@@ -113,10 +158,13 @@ async def delivery_views(session: AsyncSession, limit: int = DELIVERIES_SHOWN
         .join(FederationSubscription,
               FederationSubscription.id == FederationDelivery.subscription_id)
         .order_by(FederationDelivery.id.desc()).limit(limit)
-    )).tuples()
+    )).all()
+    slugs = await _slugs(session, {d.tracker_id for d, _ in rows if d.tracker_id is not None})
     return [DeliveryView(
         id=d.id, state=d.state, subscription=d.subscription_id, callback=callback,
-        topic=d.topic, item=d.item_id, event_id=d.event_id, item_version=d.item_version,
+        topic=d.topic, item=d.item_id,
+        tracker=slugs.get(d.tracker_id) if d.tracker_id is not None else None,
+        event_id=d.event_id, item_version=d.item_version,
         fields=tuple(d.fields or ()), attempts=d.attempts,
         next_attempt_at=d.next_attempt_at if d.state in ("pending", "retry") else None,
         last_status=d.last_status, last_error=d.last_error, updated_at=d.updated_at)

@@ -30,7 +30,7 @@ from hub.projector import Audience, Ending, Owed
 from instance import changelog
 from instance.clock import as_utc
 from instance.db import Database
-from instance.federation.exports import exported_to
+from instance.federation.exports import exported_to, public_fields
 from instance.federation.subscriptions import _insert, _put_intent
 from instance.models import FederationCursor, FederationDelivery, FederationSubscription, Item
 from instance.rights import load_fields
@@ -51,18 +51,32 @@ _D = FederationDelivery
 _S = FederationSubscription
 
 
-async def _visible(session: AsyncSession, subs: Sequence[FederationSubscription],
-                   trackers: dict[int, int | None]) -> list[Audience]:
-    """What each subscription may see of its item now (the export rules of exports.py)."""
-    unknown = [i for i, t in trackers.items() if t is None]
+async def _trackers_of(session: AsyncSession, items: dict[int, int | None]
+                       ) -> dict[int, int | None]:
+    """{item: tracker} with the unknown trackers looked up (a deleted item's stays None)."""
+    out = dict(items)
+    unknown = [i for i, t in out.items() if t is None]
     if unknown:
         for item_id, tracker_id in (await session.execute(
                 select(Item.id, Item.tracker_id).where(Item.id.in_(unknown)))).all():
-            trackers[item_id] = tracker_id
-    fields = await load_fields(session, {t for t in trackers.values() if t is not None})
+            out[item_id] = tracker_id
+    return out
+
+
+async def _visible(session: AsyncSession, subs: Sequence[FederationSubscription],
+                   trackers: dict[int, int | None]) -> list[Audience]:
+    """What each subscription may see now (the export rules of exports.py): of its item,
+    the fields exported to its subscriber; of a tracker's feed, the public fields."""
+    trackers = await _trackers_of(session, trackers)
+    feeds = {s.tracker_id for s in subs if s.tracker_id is not None}
+    fields = await load_fields(session, {t for t in trackers.values() if t is not None} | feeds)
     out = []
     for s in subs:
-        tracker = trackers.get(s.item_id)
+        if s.tracker_id is not None:
+            names = frozenset(f.name for f in public_fields(fields.get(s.tracker_id, [])))
+            out.append(Audience(s.id, s.topic, None, names, tracker_id=s.tracker_id))
+            continue
+        tracker = trackers.get(s.item_id) if s.item_id is not None else None
         defs = fields.get(tracker, []) if tracker is not None else []
         names = frozenset(f.name for f in exported_to(defs, s.subscriber_origin))
         out.append(Audience(s.id, s.topic, s.item_id, names))
@@ -98,21 +112,28 @@ class SqlProjectorStore:
     async def audience(self, items: dict[int, int | None]) -> list[Audience]:
         now = datetime.now(UTC)
         async with self.db.read() as session:
+            trackers = await _trackers_of(session, items)
+            feeds = {t for t in trackers.values() if t is not None}
             subs = list((await session.execute(
-                select(_S).where(_S.item_id.in_(list(items)), _active(now)).order_by(_S.id)
+                select(_S).where(or_(_S.item_id.in_(list(items)), _S.tracker_id.in_(feeds)),
+                                 _active(now)).order_by(_S.id)
             )).scalars())
-            return await _visible(session, subs, dict(items))
+            return await _visible(session, subs, trackers)
 
     async def tracker_audience(self, tracker: int | None) -> list[Audience]:
         now = datetime.now(UTC)
         async with self.db.read() as session:
             query = select(_S, Item.tracker_id).join(Item, Item.id == _S.item_id).where(
                 _active(now))
+            feeds = select(_S).where(_S.tracker_id.is_not(None), _active(now))
             if tracker is not None:
                 query = query.where(Item.tracker_id == tracker)
+                feeds = feeds.where(_S.tracker_id == tracker)
             rows = (await session.execute(query.order_by(_S.id))).all()
-            return await _visible(session, [r[0] for r in rows],
-                                  {r[0].item_id: r[1] for r in rows})
+            feed_subs = list((await session.execute(feeds.order_by(_S.id))).scalars())
+            items: dict[int, int | None] = {
+                r[0].item_id: r[1] for r in rows if r[0].item_id is not None}
+            return await _visible(session, [r[0] for r in rows] + feed_subs, items)
 
     async def commit(self, owed: Sequence[Owed], endings: Sequence[Ending], before: int,
                      after: int, now: datetime) -> bool:
@@ -136,7 +157,7 @@ class SqlProjectorStore:
         )).scalar_one_or_none()
         if waiting is None:
             session.add(_D(subscription_id=o.subscription_id, topic=o.topic,
-                           item_id=o.item_id, event_id=o.event_id,
+                           item_id=o.item_id, tracker_id=o.tracker_id, event_id=o.event_id,
                            item_version=o.item_version, fields=sorted(o.fields),
                            state=DeliveryState.PENDING.value, attempts=0,
                            next_attempt_at=now, created_at=now, updated_at=now))
@@ -156,7 +177,8 @@ class SqlProjectorStore:
         sub.state = transition(SubscriptionState(sub.state), SubscriptionEvent.DENIED).value
         sub.last_error, sub.last_error_at, sub.updated_at = e.reason, now, now
         await _put_intent(session, now, mode=MODE_DENIED, topic=sub.topic,
-                          item_id=sub.item_id, callback=sub.callback, reason=e.reason)
+                          item_id=sub.item_id, tracker_id=sub.tracker_id,
+                          callback=sub.callback, reason=e.reason)
 
 
 _DENIABLE = {(SubscriptionState.ACTIVE, SubscriptionEvent.DENIED)}
@@ -198,8 +220,8 @@ class SqlDeliveryStore:
             subs = {s.id: s for s in (await session.execute(
                 select(_S).where(_S.id.in_([r.subscription_id for r in chosen.values()]))
             )).scalars()}
-            visible = await _visible(session, list(subs.values()),
-                                     {s.item_id: None for s in subs.values()})
+            visible = await _visible(session, list(subs.values()), {
+                s.item_id: None for s in subs.values() if s.item_id is not None})
             names = {a.subscription_id: a.visible for a in visible}
             claimed = []
             for row in chosen.values():
@@ -215,6 +237,7 @@ class SqlDeliveryStore:
                 fields = tuple(sorted(set(row.fields or []) & names.get(sub.id, frozenset())))
                 claimed.append(Claimed(
                     id=row.id, subscription_id=sub.id, topic=row.topic, item_id=row.item_id,
+                    tracker_id=row.tracker_id,
                     event_id=row.event_id, item_version=row.item_version, fields=fields,
                     attempt=row.attempts, callback=sub.callback, origin=sub.subscriber_origin,
                     secret=sub.secret,

@@ -74,7 +74,8 @@ class FederationService:
         from instance.federation.notify import Notifier
         from instance.federation.queue import SqlDeliveryStore, SqlProjectorStore
 
-        notifier = Notifier(self.db, self.settings.base_url, self.keys, self._fetch_json)
+        notifier = Notifier(self.db, self.settings.base_url, self.keys, self._fetch_json,
+                            instance_name=self.settings.instance_name)
         self.delivery = DeliveryWorker(SqlDeliveryStore(self.db), notifier, outbound,
                                        self.delivery_config)
         store = SqlProjectorStore(self.db, log)

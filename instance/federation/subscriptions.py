@@ -64,9 +64,9 @@ async def _locked_subscription(session: AsyncSession, topic: str, callback: str
 
 async def _put_intent(session: AsyncSession, now: datetime, **values: Any) -> None:
     """Queue an intent for (topic, callback), replacing any older one (latest counts)."""
-    row = {"subscriber_origin": None, "secret": None, "lease_seconds": None, "reason": None,
-           **values, "challenge": None, "attempts": 0, "next_attempt_at": now,
-           "claimed_until": None, "created_at": now, "last_error": None}
+    row = {"item_id": None, "tracker_id": None, "subscriber_origin": None, "secret": None,
+           "lease_seconds": None, "reason": None, **values, "challenge": None, "attempts": 0,
+           "next_attempt_at": now, "claimed_until": None, "created_at": now, "last_error": None}
     stmt = _insert(session)(_intents).values(**row)
     stmt = stmt.on_conflict_do_update(
         index_elements=["topic", "callback"],
@@ -75,16 +75,32 @@ async def _put_intent(session: AsyncSession, now: datetime, **values: Any) -> No
     await session.execute(stmt)
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a subscription is about: one item topic or one tracker's Atom feed."""
+
+    item_id: int | None = None
+    tracker_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.item_id is None) == (self.tracker_id is None):
+            raise ValueError("a target is an item or a tracker's feed, exactly one")
+
+    @property
+    def columns(self) -> dict[str, int | None]:
+        return {"item_id": self.item_id, "tracker_id": self.tracker_id}
+
+
 # ---- requests (the hub endpoint, inside its write transaction) ------------------------
 
 
-async def request_subscribe(session: AsyncSession, req: SubscribeRequest, item_id: int,
+async def request_subscribe(session: AsyncSession, req: SubscribeRequest, target: Target,
                             origin: str | None, now: datetime) -> None:
     """Record a subscribe to verify. A new pair starts pending; an existing one takes
     the ``subscribe_requested`` event (an active one stays active until verified)."""
     inserted = await session.execute(
         _insert(session)(_subs).values(
-            topic=req.topic, item_id=item_id, callback=req.callback,
+            topic=req.topic, **target.columns, callback=req.callback,
             state=State.PENDING_VERIFICATION.value, created_at=now, updated_at=now,
         ).on_conflict_do_nothing().returning(_subs.c.id)
     )
@@ -93,7 +109,7 @@ async def request_subscribe(session: AsyncSession, req: SubscribeRequest, item_i
         assert sub is not None
         sub.state = _advance(sub.state, Event.SUBSCRIBE_REQUESTED).value
         sub.updated_at = now
-    await _put_intent(session, now, mode=MODE_SUBSCRIBE, topic=req.topic, item_id=item_id,
+    await _put_intent(session, now, mode=MODE_SUBSCRIBE, topic=req.topic, **target.columns,
                       callback=req.callback, subscriber_origin=origin, secret=req.secret,
                       lease_seconds=req.lease_seconds)
 
@@ -110,13 +126,14 @@ async def request_unsubscribe(session: AsyncSession, req: UnsubscribeRequest,
     sub.state = _advance(sub.state, Event.UNSUBSCRIBE_REQUESTED).value
     sub.updated_at = now
     await _put_intent(session, now, mode=MODE_UNSUBSCRIBE, topic=req.topic,
-                      item_id=sub.item_id, callback=req.callback)
+                      item_id=sub.item_id, tracker_id=sub.tracker_id, callback=req.callback)
     return True
 
 
-async def request_denial(session: AsyncSession, topic: str, callback: str, item_id: int,
-                         reason: str, now: datetime) -> bool:
-    """Queue a ``hub.mode=denied`` for a refused subscribe (REC §5.2).
+async def request_denial(session: AsyncSession, topic: str, callback: str,
+                         target: Target | None, reason: str, now: datetime) -> bool:
+    """Queue a ``hub.mode=denied`` for a refused subscribe (REC §5.2). ``target`` is
+    None for the feed of a tracker that does not exist.
 
     Not when the pair has a live subscription: anyone can POST a request naming someone
     else's callback, and a refusal of *that* request must not tell the real subscriber
@@ -124,8 +141,9 @@ async def request_denial(session: AsyncSession, topic: str, callback: str, item_
     sub = await _locked_subscription(session, topic, callback)
     if sub is not None and State(sub.state) in LIVE_STATES:
         return False
-    await _put_intent(session, now, mode=MODE_DENIED, topic=topic, item_id=item_id,
-                      callback=callback, reason=reason)
+    await _put_intent(session, now, mode=MODE_DENIED, topic=topic,
+                      **(target.columns if target is not None else {}), callback=callback,
+                      reason=reason)
     return True
 
 
@@ -249,11 +267,12 @@ class Subscriber:
 
     id: int
     topic: str
-    item_id: int
+    item_id: int | None
     callback: str
     origin: str | None
     secret: str | None
     lease_expires_at: datetime
+    tracker_id: int | None = None  # set (and item_id None) for a feed subscription
 
 
 async def active_subscribers(session: AsyncSession, item_ids: list[int], now: datetime
@@ -270,7 +289,8 @@ async def active_subscribers(session: AsyncSession, item_ids: list[int], now: da
         .order_by(FederationSubscription.id)
     )).scalars()
     return [Subscriber(s.id, s.topic, s.item_id, s.callback, s.subscriber_origin, s.secret,
-                       s.lease_expires_at) for s in rows if s.lease_expires_at is not None]
+                       s.lease_expires_at, s.tracker_id)
+            for s in rows if s.lease_expires_at is not None]
 
 
 async def all_subscriptions(session: AsyncSession) -> list[FederationSubscription]:

@@ -1,4 +1,5 @@
-"""This instance's federation URLs: one topic per item, one Atom feed per tracker, one hub."""
+"""This instance's federation URLs: one topic per item, one Atom feed per tracker (also a
+topic of the hub), one hub."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ TOPIC_PATH = "/federation/items/"
 HUB_PATH = "/federation/hub"
 FEED_PATH = "/federation/trackers/<slug>/feed.atom"
 _ITEM_ID = re.compile(r"[1-9][0-9]{0,17}")
+#: A tracker slug, as ``fieldtypes.check_name`` allows it.
+_SLUG = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_FEED_PREFIX, _FEED_SUFFIX = FEED_PATH.split("<slug>")
 
 
 def topic_url(base_url: str, item_id: int) -> str:
@@ -34,3 +38,13 @@ def item_of_topic(base_url: str, topic: str) -> int | None:
         return None
     rest = topic[len(prefix):]
     return int(rest) if _ITEM_ID.fullmatch(rest) else None
+
+
+def feed_of_topic(base_url: str, topic: str) -> str | None:
+    """The tracker slug a feed URL of this instance names, or None (exact match, as
+    ``item_of_topic``)."""
+    prefix = base_url + _FEED_PREFIX
+    if not topic.startswith(prefix) or not topic.endswith(_FEED_SUFFIX):
+        return None
+    slug = topic[len(prefix):len(topic) - len(_FEED_SUFFIX)]
+    return slug if _SLUG.fullmatch(slug) else None
