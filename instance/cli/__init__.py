@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from instance.cli import (
+    demo,
     federation,
     fields,
     groups,
@@ -30,6 +31,9 @@ from instance.errors import ApiError
 from keys.store import KeyStoreError
 
 EPILOG = """\
+Try it:
+  fieldcast demo                              two federated instances with sample data
+
 Start here:
   fieldcast init --data-dir ./data            create the database and the first admin
   fieldcast serve --data-dir ./data           serve it at http://127.0.0.1:8000
@@ -47,7 +51,7 @@ Settings come from DATA_DIR/fieldcast.toml, then FIELDCAST_<NAME> environment va
 """
 
 # In the order `fieldcast --help` lists them.
-COMMAND_GROUPS = (init, serve, users, groups, trackers, fields, items, keys, tokens,
+COMMAND_GROUPS = (demo, init, serve, users, groups, trackers, fields, items, keys, tokens,
                   federation)
 
 
