@@ -189,13 +189,30 @@ async def verify_signed(
                               replay_cache=replay_cache, skew=skew,
                               accepted_profiles=accepted_profiles)
 
-    key = await resolver.resolve(key_id, expected_origin=expected_origin)
+    key = await _resolve(resolver, key_id, expected_origin)
     try:
         return await attempt(key)
     except RemoteProtocolError as exc:
         if exc.status_hint != 401:
             raise
-        fresh = await resolver.resolve(key_id, expected_origin=expected_origin, refresh=True)
+        fresh = await _resolve(resolver, key_id, expected_origin, refresh=True)
         if fresh is None or fresh == key:
             raise
         return await attempt(fresh)
+
+
+async def _resolve(resolver: KeyResolver, key_id: str, expected_origin: str | None, *,
+                   refresh: bool = False) -> ForeignKey | None:
+    """The signer's key; a signer whose key document is unusable is not authenticated.
+
+    Parsing a foreign document hints 502 (the peer is broken), right for a client that
+    fetched it on purpose. Here a signed request is being verified: whatever the signer
+    publishes, the answer to that request is 401, never a 5xx it could provoke.
+    """
+    try:
+        return await resolver.resolve(key_id, expected_origin=expected_origin, refresh=refresh)
+    except RemoteProtocolError as exc:
+        if exc.status_hint < 500:
+            raise
+        raise RemoteProtocolError(
+            f"the signer's key could not be used: {exc.message}", status_hint=401) from None

@@ -212,3 +212,17 @@ async def test_identity_pins_survive_a_restart(world: World, tmp_path: Path) -> 
     again.forget_identity(A)
     assert await again.resolve(kid) is not None
     assert PinFile(tmp_path / "pins.json")[A] == ("impostor", A)
+
+
+@pytest.mark.parametrize("broken", [{"fieldcast": 99}, {"keys": {}}, {"base_url": 5}])
+async def test_a_signer_with_an_unusable_key_document_gets_401_not_a_5xx(
+    world: World, broken: dict[str, Any]
+) -> None:
+    # Whatever a signer publishes, the signed request it sends is answered 4xx: an
+    # attacker's own instance must not be able to make us answer 5xx.
+    world.docs[A] = {**world.docs[A], **broken}
+    method, url, headers, body = world.signed(A, RFC9421_ED25519)
+    with pytest.raises(RemoteProtocolError, match="the signer's key could not be used") as info:
+        await verify_signed(world.resolver(), method, url, headers, body, now=NOW,
+                            replay_cache=ReplayCache(), expected_origin=A)
+    assert info.value.status_hint == 401
