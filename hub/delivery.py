@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from hub.outbound import OutboundError
+from hub.outbound import HttpClient, OutboundError
+from hub.worker import RoundWorker
 from protocol.delivery import DEFAULT_RETRY, Outcome, RetryPolicy, classify, parse_retry_after
 from protocol.states import DeliveryEvent, DeliveryState, transition
 
@@ -77,17 +78,6 @@ class DeliveryStore(Protocol):
         ends the subscription (410). Ignored if the row was re-claimed meanwhile."""
 
 
-class HttpResponse(Protocol):
-    @property
-    def status(self) -> int: ...
-
-    def header(self, name: str) -> str | None: ...
-
-
-class HttpClient(Protocol):
-    async def request(self, method: str, url: str, *, headers: Sequence[tuple[str, str]] = ...,
-                      body: bytes = ..., max_bytes: int | None = ...) -> HttpResponse: ...
-
 
 @dataclass(frozen=True)
 class DeliveryConfig:
@@ -112,7 +102,9 @@ def _utcnow() -> datetime:
 _D, _E = DeliveryState, DeliveryEvent
 
 
-class DeliveryWorker:
+class DeliveryWorker(RoundWorker):
+    name = "delivery worker"
+
     def __init__(self, store: DeliveryStore, composer: Composer, http: HttpClient,
                  config: DeliveryConfig | None = None, *,
                  clock: Callable[[], datetime] = _utcnow,
@@ -123,39 +115,23 @@ class DeliveryWorker:
         self.config = config or DeliveryConfig()
         self.clock = clock
         self.rand = rand
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(self.config.poll_interval)
         self._inflight: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="fieldcast-delivery")
 
     async def stop(self) -> None:
         """Stop claiming and cancel attempts in flight: their rows stay in flight until
         the claim runs out, then another worker (or this one restarted) sends them."""
-        tasks = [t for t in (self._task, *self._inflight) if t is not None]
+        await super().stop()
+        tasks = list(self._inflight)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._task = None
         self._inflight.clear()
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self.fill()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("the delivery worker failed to claim")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+    async def round(self) -> None:
+        await self.fill()
 
     async def fill(self) -> int:
         """Claim as many due deliveries as there are free slots and start them."""

@@ -23,7 +23,6 @@ callable, so this module never sees a private key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -32,7 +31,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from urllib.parse import urlencode
 
-from hub.outbound import OutboundError
+from hub.outbound import HttpClient, OutboundError
+from hub.worker import RoundWorker
 from protocol.delivery import RetryPolicy
 from protocol.documents import ExportedItem, parse_item
 from protocol.errors import ProtocolError
@@ -44,22 +44,6 @@ Signer = Callable[[str, str, Sequence[tuple[str, str]], bytes], list[tuple[str, 
 MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
 FORM = "application/x-www-form-urlencoded"
 
-
-class HttpResponse(Protocol):
-    @property
-    def status(self) -> int: ...
-
-    @property
-    def body(self) -> bytes: ...
-
-    def header(self, name: str) -> str | None: ...
-
-    def header_values(self, name: str) -> list[str]: ...
-
-
-class HttpClient(Protocol):
-    async def request(self, method: str, url: str, *, headers: Sequence[tuple[str, str]] = ...,
-                      body: bytes = ..., max_bytes: int | None = ...) -> HttpResponse: ...
 
 
 # ---- one topic GET, one hub request: also what linking uses --------------------------
@@ -195,7 +179,9 @@ class FetcherConfig:
     sweep_interval: float = 60.0
 
 
-class Fetcher:
+class Fetcher(RoundWorker):
+    name = "fetcher"
+
     def __init__(self, store: RemoteStore, http: HttpClient, sign: Signer,
                  max_age: timedelta, config: FetcherConfig | None = None, *,
                  clock: Callable[[], datetime] = _utcnow,
@@ -207,34 +193,11 @@ class Fetcher:
         self.config = config or FetcherConfig()
         self.clock = clock
         self.rand = rand
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(self.config.poll_interval)
         self._last_sweep: datetime | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="fieldcast-fetcher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("the fetch worker failed a round")  # jobs are durable
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+    async def round(self) -> None:
+        await self.run_once()
 
     async def run_once(self) -> int:
         """Sweep if due, send due hub requests, run due fetches; how many fetches."""

@@ -30,7 +30,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import httpcore
 
@@ -118,6 +118,27 @@ class OutboundResponse:
         """Every value of header ``name`` (case-insensitive), in order."""
         wanted = name.lower()
         return [value for key, value in self.headers if key == wanted]
+
+
+class HttpResponse(Protocol):
+    """What the workers read of an answer (``OutboundResponse`` is one)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    def header(self, name: str) -> str | None: ...
+
+    def header_values(self, name: str) -> list[str]: ...
+
+
+class HttpClient(Protocol):
+    """How the workers send (``Outbound`` is one; tests inject others)."""
+
+    async def request(self, method: str, url: str, *, headers: Sequence[tuple[str, str]] = ...,
+                      body: bytes = ..., max_bytes: int | None = ...) -> HttpResponse: ...
 
 
 class OutboundError(Exception):

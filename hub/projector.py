@@ -14,8 +14,6 @@ Woken by a change-log listener (:meth:`Projector.committed`) and by a slow poll,
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from hub.changes import Appended, Change, ChangeKind
+from hub.worker import RoundWorker
 
 log = logging.getLogger("fieldcast.hub.projector")
 
@@ -143,7 +142,9 @@ def project(changes: Sequence[Change], audience: Sequence[Audience],
     return list(owed.values()), endings
 
 
-class Projector:
+class Projector(RoundWorker):
+    name = "projector"
+
     def __init__(self, store: ProjectorStore, config: ProjectorConfig | None = None, *,
                  on_queued: Callable[[], None] = lambda: None,
                  clock: Callable[[], datetime] = _utcnow) -> None:
@@ -151,36 +152,15 @@ class Projector:
         self.config = config or ProjectorConfig()
         self.on_queued = on_queued
         self.clock = clock
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="fieldcast-projector")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        super().__init__(self.config.poll_interval)
 
     def committed(self, appended: Sequence[Appended]) -> None:
         """The change-log listener: something was committed, read the log."""
-        self._wake.set()
+        self.wake()
 
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                while await self.run_once():
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The database may be restarting; the cursor is durable, try later.
-                log.exception("the federation projector failed a round")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+    async def round(self) -> None:
+        while await self.run_once():
+            pass
 
     async def run_once(self) -> bool:
         """Project one batch; True if there may be more to read."""

@@ -19,14 +19,14 @@ address the policy refuses is final at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from hub.outbound import AddressRefused, OutboundError, ResponseTooLarge
+from hub.outbound import AddressRefused, HttpClient, OutboundError, ResponseTooLarge
+from hub.worker import RoundWorker
 from protocol.websub import (
     MODE_DENIED,
     MODE_SUBSCRIBE,
@@ -75,18 +75,6 @@ class IntentStore(Protocol):
         """End active subscriptions whose lease has run out; how many."""
 
 
-class HttpResponse(Protocol):
-    @property
-    def status(self) -> int: ...
-
-    @property
-    def body(self) -> bytes: ...
-
-
-class HttpClient(Protocol):
-    async def request(self, method: str, url: str, *, headers: Sequence[tuple[str, str]] = ...,
-                      body: bytes = ..., max_bytes: int | None = ...) -> HttpResponse: ...
-
 
 @dataclass(frozen=True)
 class VerifierConfig:
@@ -109,42 +97,19 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Verifier:
+class Verifier(RoundWorker):
+    name = "verifier"
+
     def __init__(self, store: IntentStore, http: HttpClient, config: VerifierConfig | None = None,
                  *, clock: Callable[[], datetime] = _utcnow) -> None:
         self.store = store
         self.http = http
         self.config = config or VerifierConfig()
         self.clock = clock
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(self.config.poll_interval)
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="fieldcast-verifier")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    def wake(self) -> None:
-        """Something was queued: look now rather than at the next poll."""
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The database may be restarting; the intents are durable, try later.
-                log.exception("the verification worker failed a round")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+    async def round(self) -> None:
+        await self.run_once()
 
     async def run_once(self) -> int:
         """Expire leases, then attempt every due intent; how many were attempted."""
