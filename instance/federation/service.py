@@ -16,6 +16,7 @@ from hub.outbound import Outbound, OutboundConfig
 from hub.projector import Projector, ProjectorConfig
 from hub.verifier import Verifier, VerifierConfig
 from instance.changelog import ChangeLog
+from instance.clock import signing_time
 from instance.config import Settings
 from instance.db import Database
 from instance.federation.subscriptions import SqlIntentStore
@@ -47,7 +48,8 @@ class FederationService:
         self.replay = ReplayCache()
         # Pins survive restarts: a peer that changes identity stays refused (keys/pins.py).
         self.resolver = KeyResolver(self._fetch_json,
-                                    pins=PinFile(settings.data_dir / "federation-pins.json"))
+                                    pins=PinFile(settings.data_dir / "federation-pins.json"),
+                                    refetch_interval=settings.key_refetch_seconds)
         self.outbound: Outbound | None = None
         self.verifier: Verifier | None = None
         # Delivery (projector + worker) runs when the app hands over its change log.
@@ -74,7 +76,8 @@ class FederationService:
         from instance.federation.notify import Notifier
         from instance.federation.queue import SqlDeliveryStore, SqlProjectorStore
 
-        notifier = Notifier(self.db, self.settings.base_url, self.keys, self._fetch_json)
+        notifier = Notifier(self.db, self.settings.base_url, self.keys, self._fetch_json,
+                            clock=lambda: signing_time(self.settings))
         self.delivery = DeliveryWorker(SqlDeliveryStore(self.db), notifier, outbound,
                                        self.delivery_config)
         store = SqlProjectorStore(self.db, log)
