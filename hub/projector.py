@@ -35,6 +35,9 @@ class Audience:
     topic: str
     item_id: int
     visible: frozenset[str]
+    tracker_id: int | None = None
+    #: The item's version now: what a re-check ping announces.
+    item_version: int = 0
 
 
 @dataclass(slots=True)
@@ -92,6 +95,9 @@ def _utcnow() -> datetime:
 
 #: Change kinds after which a subscription may see less than before.
 _RECHECK = frozenset({ChangeKind.EXPORT, ChangeKind.FIELD_DELETED, ChangeKind.RIGHTS})
+#: Of those, the ones after which a subscriber may hold a field it no longer gets: each
+#: subscription of the tracker that still sees something is owed a re-check ping.
+_PING_ON_RECHECK = frozenset({ChangeKind.EXPORT, ChangeKind.FIELD_DELETED})
 
 
 def project(changes: Sequence[Change], audience: Sequence[Audience],
@@ -103,7 +109,10 @@ def project(changes: Sequence[Change], audience: Sequence[Audience],
     that may see the field; the union of field names and the newest event and item
     version are kept per (subscription, topic). ITEM_DELETED is owed to every
     subscription of the topic, with no field names: the last notification, after which
-    the topic answers 410.
+    the topic answers 410. An EXPORT or FIELD_DELETED change is owed, with no field
+    names and the item's current version, to every subscription of that tracker that
+    still sees something: a re-check, after which the subscriber fetches and clears what
+    it no longer gets (PROTOCOL.md, "The callback"). One that sees nothing is ended.
     """
     by_item: dict[int, list[Audience]] = {}
     for a in audience:
@@ -124,6 +133,21 @@ def project(changes: Sequence[Change], audience: Sequence[Audience],
             entry.item_version = max(entry.item_version, version)
             if change.kind is ChangeKind.VALUE and change.field is not None:
                 entry.fields.add(change.field)
+    recheck_at: dict[int | None, int] = {}
+    for change in changes:
+        if change.kind in _PING_ON_RECHECK:
+            recheck_at[change.tracker] = max(recheck_at.get(change.tracker, 0), change.event)
+    for a in rechecked:
+        event = recheck_at.get(a.tracker_id)
+        if not a.visible or event is None:
+            continue
+        entry = owed.get((a.subscription_id, a.topic))
+        if entry is None:
+            owed[(a.subscription_id, a.topic)] = Owed(a.subscription_id, a.topic, a.item_id,
+                                                      event, a.item_version)
+        else:
+            entry.event_id = max(entry.event_id, event)
+            entry.item_version = max(entry.item_version, a.item_version)
     endings = [Ending(a.subscription_id, "the topic no longer exports anything to this "
                       "subscriber") for a in rechecked if not a.visible]
     return list(owed.values()), endings

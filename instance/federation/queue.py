@@ -60,12 +60,15 @@ async def _visible(session: AsyncSession, subs: Sequence[FederationSubscription]
                 select(Item.id, Item.tracker_id).where(Item.id.in_(unknown)))).all():
             trackers[item_id] = tracker_id
     fields = await load_fields(session, {t for t in trackers.values() if t is not None})
+    versions: dict[int, int] = dict((await session.execute(
+        select(Item.id, Item.version).where(Item.id.in_({s.item_id for s in subs})))).all())
     out = []
     for s in subs:
         tracker = trackers.get(s.item_id)
         defs = fields.get(tracker, []) if tracker is not None else []
         names = frozenset(f.name for f in exported_to(defs, s.subscriber_origin))
-        out.append(Audience(s.id, s.topic, s.item_id, names))
+        out.append(Audience(s.id, s.topic, s.item_id, names, tracker,
+                            versions.get(s.item_id, 0)))
     return out
 
 
