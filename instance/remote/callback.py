@@ -106,7 +106,7 @@ async def notify(token: str) -> Response:
     try:
         # The topic's instance, and only it, may notify: its key, its pinned identity.
         await verify_signed(fed.resolver, "POST", public_url(), list(request.headers.items()),
-                            body, now=time.time(), replay_cache=fed.replay,
+                            body, now=signing_time(fed.settings), replay_cache=fed.replay,
                             expected_origin=sub.instance)
         # No hub.secret is sent (the HTTP signature authenticates the hub), so an
         # X-Hub-Signature header has nothing to be checked against and is ignored.
@@ -134,6 +134,10 @@ async def notify(token: str) -> Response:
         already = held is not None and ping.version <= held and bool(ping.fields)
         if not already and await store.has_links(session, sub.id):
             store.queue_fetch(sub, at)
+            if sub.fetch_due_at is not None and as_utc(sub.fetch_due_at) > at:
+                # A fetch waiting out its backoff after failures: this verified ping
+                # shows the host answers again, so fetch now (attempts keep counting).
+                sub.fetch_due_at = at
             queued = True
         sub.updated_at = at
     if queued:
