@@ -5,6 +5,7 @@ the app, like ``instance.live.LiveService``."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,7 @@ from protocol.replay import ReplayCache
 from protocol.websub import LeasePolicy
 
 FEDERATION_KEY = "fieldcast.federation"
+log = logging.getLogger("fieldcast.federation")
 #: A well-known document lists a handful of keys; 256 KiB is generous and bounded.
 MAX_KEY_DOCUMENT_BYTES = 256 * 1024
 
@@ -62,6 +64,10 @@ class FederationService:
         self._stop_listening: Callable[[], None] | None = None
 
     async def start(self) -> None:
+        if self.settings.test_clock_offset_seconds:
+            log.warning("test_clock_offset_seconds = %d: signing and checking signatures "
+                        "with a shifted clock (a test switch)",
+                        self.settings.test_clock_offset_seconds)
         policy = AddressPolicy(allow_private=self.settings.allow_private_callbacks,
                                allow_http=self.settings.allow_http_callbacks)
         self.outbound = Outbound(OutboundConfig(
