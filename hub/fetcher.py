@@ -204,8 +204,13 @@ class Fetcher(RoundWorker):
         now = self.clock()
         if (self._last_sweep is None
                 or now - self._last_sweep >= timedelta(seconds=self.config.sweep_interval)):
+            # The first sweep after a start looks at every followed topic: pings sent
+            # while this process was down were lost, and the host tries them again only
+            # after its backoff (up to an hour). Each is a conditional GET (304 if
+            # nothing changed).
+            max_age = timedelta(0) if self._last_sweep is None else self.max_age
             self._last_sweep = now
-            queued = await self.store.queue_stale(now, self.max_age)
+            queued = await self.store.queue_stale(now, max_age)
             if queued:
                 log.info("%d followed topic(s) out of date: fetching", queued)
         hold = timedelta(seconds=self.config.claim_hold)

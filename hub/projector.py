@@ -30,7 +30,8 @@ log = logging.getLogger("fieldcast.hub.projector")
 class Audience:
     """One active subscription and the field names it may see now.
 
-    An item topic's has ``item_id``; a tracker feed's has ``tracker_id`` instead (and
+    An item topic's has ``item_id`` and its item's tracker as ``tracker_id`` (what a
+    re-check is keyed by); a tracker feed's has no ``item_id``, only ``tracker_id`` (and
     sees the tracker's public fields, of every item).
     """
 
@@ -39,6 +40,8 @@ class Audience:
     item_id: int | None
     visible: frozenset[str]
     tracker_id: int | None = None
+    #: The item's version now: what a re-check ping announces.
+    item_version: int = 0
 
 
 @dataclass(slots=True)
@@ -98,6 +101,14 @@ def _utcnow() -> datetime:
 
 #: Change kinds after which a subscription may see less than before.
 _RECHECK = frozenset({ChangeKind.EXPORT, ChangeKind.FIELD_DELETED, ChangeKind.RIGHTS})
+#: Of those, the ones after which a subscriber may hold a field it no longer gets: each
+#: subscription of the tracker that still sees something is owed a re-check ping.
+_PING_ON_RECHECK = frozenset({ChangeKind.EXPORT, ChangeKind.FIELD_DELETED})
+
+
+def _feed_tracker(a: Audience) -> int | None:
+    """A delivery names its target once: the item, or (for a feed) the tracker."""
+    return a.tracker_id if a.item_id is None else None
 
 
 def project(changes: Sequence[Change], audience: Sequence[Audience],
@@ -111,6 +122,10 @@ def project(changes: Sequence[Change], audience: Sequence[Audience],
     newest event and item version are kept per (subscription, topic). ITEM_DELETED is
     owed to every subscription of the topic, with no field names: the last notification,
     after which the topic answers 410; and to the tracker's feed, which drops the item.
+    An EXPORT or FIELD_DELETED change is owed, with no field names and the item's
+    current version, to every subscription of that tracker that still sees something: a
+    re-check, after which the subscriber fetches and clears what it no longer gets
+    (PROTOCOL.md, "The callback"). One that sees nothing is ended.
     """
     by_item: dict[int, list[Audience]] = {}
     by_tracker: dict[int, list[Audience]] = {}
@@ -132,11 +147,27 @@ def project(changes: Sequence[Change], audience: Sequence[Audience],
             if entry is None:
                 entry = owed[(a.subscription_id, a.topic)] = Owed(
                     a.subscription_id, a.topic, a.item_id, change.event, version,
-                    tracker_id=a.tracker_id)
+                    tracker_id=_feed_tracker(a))
             entry.event_id = max(entry.event_id, change.event)
             entry.item_version = max(entry.item_version, version)
             if change.kind is ChangeKind.VALUE and change.field is not None:
                 entry.fields.add(change.field)
+    recheck_at: dict[int | None, int] = {}
+    for change in changes:
+        if change.kind in _PING_ON_RECHECK:
+            recheck_at[change.tracker] = max(recheck_at.get(change.tracker, 0), change.event)
+    for a in rechecked:
+        event = recheck_at.get(a.tracker_id)
+        if not a.visible or event is None:
+            continue
+        entry = owed.get((a.subscription_id, a.topic))
+        if entry is None:
+            owed[(a.subscription_id, a.topic)] = Owed(a.subscription_id, a.topic, a.item_id,
+                                                      event, a.item_version,
+                                                      tracker_id=_feed_tracker(a))
+        else:
+            entry.event_id = max(entry.event_id, event)
+            entry.item_version = max(entry.item_version, a.item_version)
     endings = [Ending(a.subscription_id, "the topic no longer exports anything to this "
                       "subscriber") for a in rechecked if not a.visible]
     return list(owed.values()), endings

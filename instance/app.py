@@ -100,10 +100,10 @@ def create_app(settings: Settings, *, database: Database | None = None,
     app.extensions[LIVE_KEY] = service
     federation = FederationService(
         settings, db, verifier_config, change_log=change_log,
-        keys=lambda: app.extensions[STATE_KEY].keys)
+        keys=lambda: app.extensions[STATE_KEY].current_keys())
     app.extensions[FEDERATION_KEY] = federation
     subscriber = RemoteService(settings, db, change_log, federation,
-                               lambda: app.extensions[STATE_KEY].keys, fetcher_config)
+                               lambda: app.extensions[STATE_KEY].current_keys(), fetcher_config)
     app.extensions[REMOTE_KEY] = subscriber
 
     for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp, pages.bp,

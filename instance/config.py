@@ -87,6 +87,18 @@ class Settings:
     # after which a linked item is fetched again even without a notification.
     remote_lease_seconds: int = 10 * 24 * 3600
     remote_sync_max_age_seconds: int = 6 * 3600
+    # A foreign instance's key document is fetched again (on an unknown keyId, or a
+    # signature that fails with a cached key) at most this often per origin, so forged
+    # requests cannot make this instance hammer a peer.
+    key_refetch_seconds: int = 60
+    # Test-only switches (tests/harness), off by default. Only the operator sets them
+    # (this file, the environment, the command line); no request can, and nothing is
+    # read from a request to decide them (PROTOCOL.md, "Test switches").
+    # A file name in data_dir; when set and the file exists, the federation callback
+    # misbehaves as it says ({"callback": "error"} or {"callback": "hang", "seconds": N}).
+    test_faults_file: str = ""
+    # Added to the Unix time this instance signs and checks HTTP signatures with.
+    test_clock_offset_seconds: int = 0
 
     @property
     def effective_database_url(self) -> str:
@@ -177,7 +189,7 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(f"bind must be host:port, got {settings.bind!r}")
     for name in ("workers", "max_body_bytes", "session_ttl_seconds", "live_poll_ms",
                  "live_frame_percent", "argon2_time_cost", "remote_lease_seconds",
-                 "remote_sync_max_age_seconds",
+                 "remote_sync_max_age_seconds", "key_refetch_seconds",
                  "argon2_memory_kib", "argon2_parallelism"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)}")
@@ -187,6 +199,10 @@ def validate(settings: Settings) -> Settings:
             "database_url must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
             f"got {url.split('://')[0]}://…"
         )
+    faults = settings.test_faults_file
+    if faults and (Path(faults).name != faults or faults in (".", "..")):
+        raise ConfigError("test_faults_file must be a bare file name in the data directory, "
+                          f"got {faults!r}")
     broker = settings.broker_url
     if broker and broker != "postgresql" and not broker.startswith(("redis://", "rediss://")):
         raise ConfigError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,9 +20,10 @@ from instance.errors import ApiError
 from instance.models import User
 from instance.rights import Principal, builtin_group_ids, principal_from
 from instance.security import SESSION_COOKIE, TOKEN_PREFIX, Passwords, digest
-from keys.store import KeyStore
+from keys.store import KeyStore, KeyStoreError
 
 STATE_KEY = "fieldcast"
+log = logging.getLogger("fieldcast.web")
 
 
 @dataclass
@@ -32,6 +34,17 @@ class AppState:
     passwords: Passwords
     keys: KeyStore | None = None
     _builtin: dict[str, int] | None = None
+
+    def current_keys(self) -> KeyStore | None:
+        """The signing keys, read again first when ``fieldcast keys rotate`` changed them
+        on disk while this process serves (a stat per call otherwise)."""
+        if self.keys is not None:
+            try:
+                if self.keys.reload_if_changed():
+                    log.info("signing keys reloaded from %s", self.keys.directory)
+            except KeyStoreError as exc:
+                log.error("keeping the signing keys held so far: %s", exc)
+        return self.keys
 
     async def builtin_groups(self, session: AsyncSession) -> dict[str, int]:
         # Built-in groups can be neither renamed nor deleted, so their ids never change.

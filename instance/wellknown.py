@@ -17,7 +17,7 @@ bp = Blueprint("wellknown", __name__)
 
 
 def _keys() -> KeyStore:
-    keys = state().keys
+    keys = state().current_keys()
     if keys is None:
         raise ApiError(503, "no_keys", "this instance has no signing keys yet; its admin "
                        "should run `fieldcast init` (or check the data directory)")

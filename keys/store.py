@@ -80,6 +80,8 @@ class KeyStore:
         self.directory = Path(directory)
         self._records: list[KeyRecord] = []
         self._private: dict[str, PrivateKey] = {}
+        # The manifest file as last read or written: (inode, size, mtime in ns).
+        self._stamp: tuple[int, int, int] | None = None
 
     # ---- files ---------------------------------------------------------------------------
 
@@ -105,6 +107,14 @@ class KeyStore:
         with os.fdopen(fd, "w") as fh:
             json.dump({"keys": [asdict(r) for r in self._records]}, fh, indent=2)
         os.replace(tmp, self.manifest_path)
+        self._stamp = self._manifest_stamp()
+
+    def _manifest_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.manifest_path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def generate(self, now: float) -> None:
         """Create one current key per algorithm (``fieldcast init``)."""
@@ -129,6 +139,7 @@ class KeyStore:
         """Read the manifest and every live private key, refusing unsafe permissions."""
         if not self.exists():
             raise KeyStoreError(f"no keys in {self.directory}: run `fieldcast init`")
+        stamp = self._manifest_stamp()
         try:
             data = json.loads(self.manifest_path.read_text())
             # KeyState() refuses a state this code does not know (ValueError, below).
@@ -167,7 +178,20 @@ class KeyStore:
             if not isinstance(key, ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey):
                 raise KeyStoreError(f"{path} holds an unsupported key type")
             self._private[record.kid] = key
+        self._stamp = stamp
         return self
+
+    def reload_if_changed(self) -> bool:
+        """Read the keys again if the manifest changed since (``fieldcast keys rotate`` in
+        another process, while this one serves). One ``stat`` when nothing changed, so
+        it is cheap enough to call before every signature. The manifest is replaced
+        atomically and written after the new key file, so what it names exists. On a
+        failure the keys held so far stay in use, and the error is raised."""
+        if self._manifest_stamp() == self._stamp:
+            return False
+        fresh = KeyStore(self.directory).load()
+        self._records, self._private, self._stamp = fresh._records, fresh._private, fresh._stamp
+        return True
 
     # ---- use -----------------------------------------------------------------------------
 

@@ -49,12 +49,14 @@ FetchJson = Callable[[str], Awaitable[tuple[int, Any]]]
 
 class Notifier:
     def __init__(self, db: Database, base_url: str, keys: Callable[[], KeyStore | None],
-                 fetch_json: FetchJson, *, instance_name: str) -> None:
+                 fetch_json: FetchJson, *, instance_name: str,
+                 clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.base_url = base_url
         self.instance_name = instance_name  # the feed's title and author
         self.keys = keys
         self.fetch_json = fetch_json
+        self.clock = clock  # Unix time to sign with
         self._profiles: dict[str, tuple[tuple[str, ...], float]] = {}
 
     async def compose(self, delivery: Claimed) -> Outgoing:
@@ -110,7 +112,7 @@ class Notifier:
             return []
         key = store.current(_ALGORITHM[profile])
         signed = sign_request(profile, "POST", url, headers, body, key.private,
-                              key_url(self.base_url, key.record.kid), time.time())
+                              key_url(self.base_url, key.record.kid), self.clock())
         return list(signed.items())
 
     async def _announced(self, origin: str) -> tuple[str, ...]:

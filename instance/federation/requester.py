@@ -3,10 +3,9 @@ that signed it, verified through the signer's published keys (PROTOCOL.md, "Sign
 
 from __future__ import annotations
 
-import time
-
 from quart import request
 
+from instance.clock import signing_time
 from instance.federation.exports import normalize_origin
 from instance.federation.service import federation
 from keys.resolver import verify_signed
@@ -35,6 +34,6 @@ async def signer_origin(body: bytes) -> str | None:
     service = federation()
     verified = await verify_signed(
         service.resolver, request.method, public_url(), list(request.headers.items()), body,
-        now=time.time(), replay_cache=service.replay,
+        now=signing_time(service.settings), replay_cache=service.replay,
     )
     return normalize_origin(verified.key_id)

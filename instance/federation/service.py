@@ -5,6 +5,7 @@ the app, like ``instance.live.LiveService``."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from hub.outbound import Outbound, OutboundConfig
 from hub.projector import Projector, ProjectorConfig
 from hub.verifier import Verifier, VerifierConfig
 from instance.changelog import ChangeLog
+from instance.clock import signing_time
 from instance.config import Settings
 from instance.db import Database
 from instance.federation.subscriptions import SqlIntentStore
@@ -27,6 +29,7 @@ from protocol.replay import ReplayCache
 from protocol.websub import LeasePolicy
 
 FEDERATION_KEY = "fieldcast.federation"
+log = logging.getLogger("fieldcast.federation")
 #: A well-known document lists a handful of keys; 256 KiB is generous and bounded.
 MAX_KEY_DOCUMENT_BYTES = 256 * 1024
 
@@ -47,7 +50,8 @@ class FederationService:
         self.replay = ReplayCache()
         # Pins survive restarts: a peer that changes identity stays refused (keys/pins.py).
         self.resolver = KeyResolver(self._fetch_json,
-                                    pins=PinFile(settings.data_dir / "federation-pins.json"))
+                                    pins=PinFile(settings.data_dir / "federation-pins.json"),
+                                    refetch_interval=settings.key_refetch_seconds)
         self.outbound: Outbound | None = None
         self.verifier: Verifier | None = None
         # Delivery (projector + worker) runs when the app hands over its change log.
@@ -60,6 +64,10 @@ class FederationService:
         self._stop_listening: Callable[[], None] | None = None
 
     async def start(self) -> None:
+        if self.settings.test_clock_offset_seconds:
+            log.warning("test_clock_offset_seconds = %d: signing and checking signatures "
+                        "with a shifted clock (a test switch)",
+                        self.settings.test_clock_offset_seconds)
         policy = AddressPolicy(allow_private=self.settings.allow_private_callbacks,
                                allow_http=self.settings.allow_http_callbacks)
         self.outbound = Outbound(OutboundConfig(
@@ -75,7 +83,8 @@ class FederationService:
         from instance.federation.queue import SqlDeliveryStore, SqlProjectorStore
 
         notifier = Notifier(self.db, self.settings.base_url, self.keys, self._fetch_json,
-                            instance_name=self.settings.instance_name)
+                            instance_name=self.settings.instance_name,
+                            clock=lambda: signing_time(self.settings))
         self.delivery = DeliveryWorker(SqlDeliveryStore(self.db), notifier, outbound,
                                        self.delivery_config)
         store = SqlProjectorStore(self.db, log)

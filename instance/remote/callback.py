@@ -11,15 +11,15 @@
 
 from __future__ import annotations
 
-import time
-
 from quart import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from instance.accounts import now
+from instance.clock import as_utc, signing_time
 from instance.federation.requester import public_url
 from instance.federation.service import federation
 from instance.remote import store
+from instance.remote.faults import apply_callback_fault
 from instance.remote.service import remote
 from instance.remote.store import CALLBACK_PATH, Event, State
 from keys.resolver import verify_signed
@@ -42,6 +42,8 @@ def _json(status: int, error: str, detail: str) -> Response:
 @bp.get(f"{CALLBACK_PATH}<token>")
 async def verify(token: str) -> Response:
     service = remote()
+    if (faulty := await apply_callback_fault(service.settings)) is not None:
+        return faulty
     try:
         req = parse_callback_request(list(request.args.items(multi=True)))
     except ProtocolError as exc:
@@ -89,6 +91,8 @@ async def verify(token: str) -> Response:
 @bp.post(f"{CALLBACK_PATH}<token>")
 async def notify(token: str) -> Response:
     service = remote()
+    if (faulty := await apply_callback_fault(service.settings)) is not None:
+        return faulty
     fed = federation()
     try:
         body = await request.get_data(cache=False, as_text=False)
@@ -102,7 +106,7 @@ async def notify(token: str) -> Response:
     try:
         # The topic's instance, and only it, may notify: its key, its pinned identity.
         await verify_signed(fed.resolver, "POST", public_url(), list(request.headers.items()),
-                            body, now=time.time(), replay_cache=fed.replay,
+                            body, now=signing_time(fed.settings), replay_cache=fed.replay,
                             expected_origin=sub.instance)
         # No hub.secret is sent (the HTTP signature authenticates the hub), so an
         # X-Hub-Signature header has nothing to be checked against and is ignored.
@@ -130,6 +134,10 @@ async def notify(token: str) -> Response:
         already = held is not None and ping.version <= held and bool(ping.fields)
         if not already and await store.has_links(session, sub.id):
             store.queue_fetch(sub, at)
+            if sub.fetch_due_at is not None and as_utc(sub.fetch_due_at) > at:
+                # A fetch waiting out its backoff after failures: this verified ping
+                # shows the host answers again, so fetch now (attempts keep counting).
+                sub.fetch_due_at = at
             queued = True
         sub.updated_at = at
     if queued:

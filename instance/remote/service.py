@@ -6,7 +6,6 @@ It borrows the host side's outgoing client, key resolver and replay cache
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
@@ -14,6 +13,7 @@ from quart import current_app
 
 from hub.fetcher import Fetcher, FetcherConfig
 from instance.changelog import ChangeLog
+from instance.clock import signing_time
 from instance.config import Settings
 from instance.db import Database
 from instance.federation.service import FederationService
@@ -47,7 +47,8 @@ class RemoteService:
             return []
         key = store.current("ed25519")
         signed = sign_request(RFC9421_ED25519, method, url, list(headers), body, key.private,
-                              key_url(self.settings.base_url, key.record.kid), time.time())
+                              key_url(self.settings.base_url, key.record.kid),
+                              signing_time(self.settings))
         return list(signed.items())
 
     @property

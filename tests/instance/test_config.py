@@ -87,3 +87,14 @@ def test_variables_that_are_no_setting(tmp_path: Path) -> None:
         "FIELDCAST_CHROMIUM": "x", "FIELDCASTLE": "x", "PATH": "/bin",
     })
     assert s == load_settings(data_dir=tmp_path, environ={})
+
+
+@pytest.mark.parametrize("name", ["../faults.json", "sub/faults.json", "/tmp/faults", ".."])
+def test_the_faults_file_stays_in_the_data_dir(name: str) -> None:
+    with pytest.raises(ConfigError, match="bare file name"):
+        load_settings(environ={"FIELDCAST_TEST_FAULTS_FILE": name})
+
+
+def test_test_switches_are_off_by_default() -> None:
+    settings = load_settings(environ={})
+    assert settings.test_faults_file == "" and settings.test_clock_offset_seconds == 0

@@ -63,3 +63,18 @@ def test_rotation_overlap_then_retirement(tmp_path: Path) -> None:
     assert KeyStore(tmp_path / "keys").load().get(old.record.kid, now=150.0) is None
     parsed = parse_well_known(doc)
     assert {k.algorithm for k in parsed.keys} == {"ed25519", "rsa"}
+
+
+def test_a_rotation_by_another_process_is_picked_up(tmp_path: Path) -> None:
+    import time as _time
+
+    serving = KeyStore(tmp_path / "keys")
+    serving.generate(_time.time())
+    before = serving.current("ed25519").record.kid
+    assert serving.reload_if_changed() is False  # one stat, nothing to do
+    # `fieldcast keys rotate` is another process with its own store over the same files.
+    KeyStore(tmp_path / "keys").load().rotate("ed25519", _time.time(), overlap=60)
+    assert serving.reload_if_changed() is True
+    after = serving.current("ed25519").record.kid
+    assert after != before
+    assert {k.record.kid for k in serving.verification_keys(_time.time())} >= {before, after}
