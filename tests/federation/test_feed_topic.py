@@ -217,10 +217,13 @@ async def test_a_tracker_that_loses_its_last_public_field_denies_its_feed(world:
     gets = await public.wait_gets(callback, 2)
     assert gets[-1].args["hub.mode"] == "denied"
     assert gets[-1].args["hub.topic"] == feed_url(world, slug) and gets[-1].args["hub.reason"]
+    # (The export change of "internal" owed the feed a re-check ping: the feed's content
+    # may change with any export change. Nothing is sent after the denial.)
+    before = len(public.posted(callback))
     await save(world, item, "title", marker("after"))
     await settled(world)
     await asyncio.sleep(0.4)
-    assert public.posted(callback) == []
+    assert len(public.posted(callback)) == before
     assert (await world.client.get(f"/federation/trackers/{slug}/feed.atom")).status_code == 404
 
 

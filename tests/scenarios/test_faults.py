@@ -117,4 +117,5 @@ async def test_a_signature_outside_the_skew_is_refused_until_the_clock_is_right(
     b_other = await world.linked(world.b, other)
     now_right = token("on-time")
     await world.a.edit(other, "status", now_right)
-    await mirrored(world.b, b_other, "a_status", now_right, within=5)
+    # Generous: a loaded machine restarts instances slowly; this test is about refusal.
+    await mirrored(world.b, b_other, "a_status", now_right, within=15)
