@@ -1,5 +1,5 @@
-"""Admin pages: ``/admin/federation``, the hub's subscriptions and deliveries, and every
-tracker's export settings, editable in place.
+"""Admin pages: ``/admin/federation``, the hub's subscriptions and deliveries, what this
+instance follows on others, and every tracker's export settings, editable in place.
 
 The tables come from instance.federation.overview, as the API and CLI show them; an
 export setting is saved by the page script through ``PATCH
@@ -16,6 +16,7 @@ from werkzeug.wrappers.response import Response
 from instance import trackers
 from instance.errors import ApiError
 from instance.federation.overview import delivery_views, subscription_views
+from instance.remote.store import outgoing_subscriptions
 from instance.web import caller, db, state
 
 bp = Blueprint("pages_admin", __name__, url_prefix="/admin")
@@ -35,7 +36,9 @@ async def federation() -> str | Response:
     async with db().read() as session:
         subs = await subscription_views(session)
         deliveries = await delivery_views(session)
+        following = await outgoing_subscriptions(session)
         shown = await trackers.visible_trackers(session, who)
     return await render_template(
         "admin_federation.html", user=user, instance=state().settings.instance_name,
-        subscriptions=subs, deliveries=deliveries, trackers=shown, modes=EXPORT_MODES)
+        subscriptions=subs, deliveries=deliveries, following=following, trackers=shown,
+        modes=EXPORT_MODES)

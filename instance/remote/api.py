@@ -6,14 +6,14 @@ from typing import Any
 
 from quart import Blueprint
 from quart.typing import ResponseReturnValue
-from sqlalchemy import func, select
+from sqlalchemy import select
 
+from instance.accounts import iso
 from instance.errors import ApiError
 from instance.models import RemoteLink, RemoteSubscription
 from instance.remote import links
-from instance.remote.links import _iso
 from instance.remote.service import remote
-from instance.remote.store import callback_url
+from instance.remote.store import outgoing_subscriptions
 from instance.web import json_body, require_admin
 
 bp = Blueprint("remote_api", __name__, url_prefix="/api")
@@ -52,7 +52,7 @@ async def link_view(item_id: int) -> dict[str, Any]:
     link_row, sub = row
     return {"item": item_id, "linked": True, "item_url": link_row.item_url,
             "topic": sub.topic, "instance": sub.instance, "subscription": sub.state,
-            "synced_at": _iso(sub.synced_at), "unshared": link_row.unshared or {}}
+            "synced_at": iso(sub.synced_at), "unshared": link_row.unshared or {}}
 
 
 @bp.get("/federation/outgoing")
@@ -60,20 +60,5 @@ async def outgoing() -> dict[str, Any]:
     await require_admin()
     service = remote()
     async with service.db.read() as session:
-        counts = dict((await session.execute(
-            select(RemoteLink.subscription_id, func.count())
-            .group_by(RemoteLink.subscription_id))).all())
-        subs = list((await session.execute(
-            select(RemoteSubscription).order_by(RemoteSubscription.id))).scalars())
-    return {"subscriptions": [{
-        "id": s.id, "topic": s.topic, "instance": s.instance, "hub": s.hub,
-        "callback": callback_url(service.settings.base_url, s.token),
-        "state": s.state, "awaiting": s.awaiting, "pending_request": s.hub_request,
-        "sync_state": s.sync_state, "reason": s.reason, "denied_reason": s.denied_reason,
-        "lease_seconds": s.lease_seconds, "lease_expires_at": _iso(s.lease_expires_at),
-        "renew_at": _iso(s.renew_at), "last_ping_at": _iso(s.last_ping_at),
-        "last_fetch_at": _iso(s.synced_at), "remote_version": s.remote_version,
-        "stale_since": _iso(s.stale_since), "fetch_due_at": _iso(s.fetch_due_at),
-        "fetch_attempts": s.fetch_attempts, "last_error": s.last_error,
-        "last_error_at": _iso(s.last_error_at), "linked_items": counts.get(s.id, 0),
-    } for s in subs]}
+        rows = await outgoing_subscriptions(session)
+    return {"subscriptions": [row.json(service.settings.base_url) for row in rows]}

@@ -31,7 +31,7 @@ from sqlalchemy import select
 from hub.fetcher import get_topic, send_hub_request
 from hub.outbound import Outbound, OutboundError
 from instance import items, trackers
-from instance.accounts import now
+from instance.accounts import iso, now
 from instance.errors import ApiError, not_found
 from instance.federation.exports import normalize_origin
 from instance.models import Item, RemoteLink, RemoteSubscription
@@ -284,14 +284,14 @@ async def remote_state(session: Any, item_id: int, fields: list[Any]) -> dict[st
                                   f"{source.get('instance')}")
             else:
                 info.update(instance=sub.instance, item_url=link_row.item_url,
-                            synced_at=_iso(sub.synced_at), subscription=sub.state)
+                            synced_at=iso(sub.synced_at), subscription=sub.state)
                 unshared = (link_row.unshared or {}).get(f.name)
                 if sub.sync_state == GONE:
                     info.update(state="no_longer_shared", reason=sub.reason)
                 elif unshared:
                     info.update(state="no_longer_shared", reason=unshared)
                 elif sub.sync_state == store.STALE:
-                    info.update(state="stale", stale_since=_iso(sub.stale_since),
+                    info.update(state="stale", stale_since=iso(sub.stale_since),
                                 reason=sub.last_error)
                 elif sub.state == State.DENIED.value:
                     info.update(state="not_subscribed", reason=sub.denied_reason)
@@ -301,7 +301,3 @@ async def remote_state(session: Any, item_id: int, fields: list[Any]) -> dict[st
     return out
 
 
-def _iso(value: Any) -> str | None:
-    from instance.accounts import iso
-
-    return iso(value) if value is not None else None

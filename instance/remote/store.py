@@ -8,12 +8,15 @@ Subscription states are ``protocol.states.SubscriptionState`` and move through
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.fetcher import FetchJob, HubJob
+from instance.accounts import iso
 from instance.changelog import ChangeLog
 from instance.db import Database
 from instance.models import RemoteLink, RemoteSubscription
@@ -241,3 +244,37 @@ class SqlRemoteStore:
             for sub in rows:
                 queue_fetch(sub, now)
             return len(rows)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One subscription this instance holds on another's hub, as admins see it (the API's
+    ``/api/federation/outgoing`` and the admin page)."""
+
+    sub: RemoteSubscription
+    linked_items: int
+
+    def json(self, base_url: str) -> dict[str, Any]:
+        s = self.sub
+        return {
+            "id": s.id, "topic": s.topic, "instance": s.instance, "hub": s.hub,
+            "callback": callback_url(base_url, s.token),
+            "state": s.state, "awaiting": s.awaiting, "pending_request": s.hub_request,
+            "sync_state": s.sync_state, "reason": s.reason, "denied_reason": s.denied_reason,
+            "lease_seconds": s.lease_seconds, "lease_expires_at": iso(s.lease_expires_at),
+            "renew_at": iso(s.renew_at), "last_ping_at": iso(s.last_ping_at),
+            "last_fetch_at": iso(s.synced_at), "remote_version": s.remote_version,
+            "stale_since": iso(s.stale_since), "fetch_due_at": iso(s.fetch_due_at),
+            "fetch_attempts": s.fetch_attempts, "last_error": s.last_error,
+            "last_error_at": iso(s.last_error_at), "linked_items": self.linked_items,
+        }
+
+
+async def outgoing_subscriptions(session: AsyncSession) -> list[Outgoing]:
+    """Every subscription this instance holds, oldest first, with its linked items."""
+    counts = {sub: n for sub, n in (await session.execute(
+        select(RemoteLink.subscription_id, func.count())
+        .group_by(RemoteLink.subscription_id))).all()}
+    subs = (await session.execute(
+        select(RemoteSubscription).order_by(RemoteSubscription.id))).scalars()
+    return [Outgoing(s, counts.get(s.id, 0)) for s in subs]

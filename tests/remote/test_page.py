@@ -23,7 +23,7 @@ async def test_remote_field_display(pair: Pair, request: pytest.FixtureRequest) 
         if IN_CI:
             pytest.fail(f"{CHROMIUM} is missing under CI=true")
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    a_item, b_item, sub = await linked(pair, "Host title", "open")
+    a_item, b_item, _ = await linked(pair, "Host title", "open")
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
@@ -44,12 +44,18 @@ async def test_remote_field_display(pair: Pair, request: pytest.FixtureRequest) 
             await expect(host).to_have_attribute("href", f"{pair.a.base}/items/{a_item}")
             await expect(page.locator("#field-their_title button.edit")).to_have_count(0)
 
+            # An edit on A reaches B's open page by itself: A's signed ping, B's fetch,
+            # B's change log, B's /live.
             r = await pair.admin_a.patch(f"/api/items/{a_item}/fields/title",
                                          json={"value": "Changed on A"})
-            ping = await pair.ping(sub["callback"], pair.topic(a_item), a_item,
-                                   r.json()["item_version"])
-            assert ping.status_code == 202
+            assert r.status_code == 200
             await expect(page.locator("#value-their_title")).to_have_text("Changed on A")
             await expect(page.locator("#field-their_title")).to_have_class("field flash")
+
+            # B's admin page lists what B follows.
+            await page.goto("/admin/federation")
+            row = page.locator("#following tbody tr", has_text=pair.topic(a_item))
+            await expect(row).to_have_count(1)
+            await expect(row).to_contain_text("active")
         finally:
             await browser.close()
