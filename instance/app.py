@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from hub.hub import HubConfig
 from hub.verifier import VerifierConfig
-from instance import pages, pages_admin, wellknown
+from instance import pages, pages_admin, routing, wellknown
 from instance.api import admin, auth, items, trackers
 from instance.changelog import ChangeLog
 from instance.config import Settings
@@ -98,6 +98,9 @@ def create_app(settings: Settings, *, database: Database | None = None,
         keys=lambda: app.extensions[STATE_KEY].keys)
     app.extensions[FEDERATION_KEY] = federation
 
+    # Before any route is added: every <int:…> of every blueprint is bounded.
+    app.url_map.converters["int"] = routing.BoundedInt
+    app.before_request(routing.check_request_text)
     for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp, pages.bp,
                       wellknown.bp, topics.bp, hub_endpoint.bp, federation_admin.bp, feed.bp,
                       pages_admin.bp):
