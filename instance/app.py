@@ -119,6 +119,14 @@ def create_app(settings: Settings, *, database: Database | None = None,
             return html, status
         return jsonify(body), status
 
+    @app.after_request
+    async def bodiless(response: Any) -> Any:
+        # 204 and 304 have no body, so nothing has a type: Quart labels the empty
+        # string text/html like any other.
+        if response.status_code in (204, 304):
+            response.headers.pop("Content-Type", None)
+        return response
+
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Any:
         return await error(exc.status, exc.body())
