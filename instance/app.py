@@ -30,6 +30,9 @@ from keys.store import KeyStore
 from protocol.errors import ProtocolError
 
 log = logging.getLogger("fieldcast")
+PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+            "frame-ancestors 'none'")
 _ERROR_STATUSES = frozenset(s.value for s in HTTPStatus if 400 <= s.value < 600)
 
 
@@ -125,6 +128,11 @@ def create_app(settings: Settings, *, database: Database | None = None,
         # string text/html like any other.
         if response.status_code in (204, 304):
             response.headers.pop("Content-Type", None)
+        elif response.mimetype == "text/html":
+            # Pages run only our own script (static/fieldcast.js; templates hold no inline
+            # script or on* handler), and no other site may frame them (clickjacking).
+            response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+            response.headers.setdefault("X-Frame-Options", "DENY")
         return response
 
     @app.errorhandler(ApiError)
