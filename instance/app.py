@@ -25,6 +25,7 @@ from instance.federation.service import FEDERATION_KEY, FederationService
 from instance.live import endpoint as live
 from instance.live.service import LIVE_KEY, LiveService
 from instance.security import Passwords
+from instance.throttle import LoginThrottle, ThrottleConfig
 from instance.web import STATE_KEY, AppState
 from keys.store import KeyStore
 from protocol.errors import ProtocolError
@@ -80,7 +81,8 @@ def set_websocket_compression(enabled: bool) -> None:
 
 def create_app(settings: Settings, *, database: Database | None = None,
                hub_config: HubConfig | None = None,
-               verifier_config: VerifierConfig | None = None) -> Quart:
+               verifier_config: VerifierConfig | None = None,
+               throttle_config: ThrottleConfig | None = None) -> Quart:
     # No app-level static folder: the pages blueprint serves /static from the package.
     app = Quart("fieldcast", static_folder=None)
     # Quart refuses larger bodies with 413 while reading them, before any parsing.
@@ -92,7 +94,8 @@ def create_app(settings: Settings, *, database: Database | None = None,
     db = database or Database(settings.effective_database_url)
     change_log = ChangeLog(db)
     app.extensions[STATE_KEY] = AppState(settings=settings, db=db, change_log=change_log,
-                                         passwords=Passwords(settings))
+                                         passwords=Passwords(settings),
+                                         login_throttle=LoginThrottle(throttle_config))
 
     service = LiveService(settings, change_log, hub_config)
     app.extensions[LIVE_KEY] = service
@@ -113,14 +116,15 @@ def create_app(settings: Settings, *, database: Database | None = None,
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "instance": settings.instance_name}
 
-    async def error(status: int, body: dict[str, Any]) -> Any:
+    async def error(status: int, body: dict[str, Any],
+                    headers: dict[str, str] | None = None) -> Any:
         # Pages get a page; everything else (the API) gets JSON.
         if not request.path.startswith("/api/") and request.accept_mimetypes.accept_html:
             user = g.get("fc_user")
             html = await render_template("error.html", status=status, detail=body["detail"],
                                          user=user, instance=settings.instance_name)
-            return html, status
-        return jsonify(body), status
+            return html, status, headers or {}
+        return jsonify(body), status, headers or {}
 
     @app.after_request
     async def bodiless(response: Any) -> Any:
@@ -137,7 +141,7 @@ def create_app(settings: Settings, *, database: Database | None = None,
 
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Any:
-        return await error(exc.status, exc.body())
+        return await error(exc.status, exc.body(), exc.headers)
 
     @app.errorhandler(ProtocolError)
     async def protocol_error(exc: ProtocolError) -> Any:

@@ -19,6 +19,7 @@ from instance.errors import ApiError
 from instance.models import User
 from instance.rights import Principal, builtin_group_ids, principal_from
 from instance.security import SESSION_COOKIE, TOKEN_PREFIX, Passwords, digest
+from instance.throttle import LoginThrottle
 from keys.store import KeyStore
 
 STATE_KEY = "fieldcast"
@@ -30,6 +31,7 @@ class AppState:
     db: Database
     change_log: ChangeLog
     passwords: Passwords
+    login_throttle: LoginThrottle
     keys: KeyStore | None = None
     _builtin: dict[str, int] | None = None
 
