@@ -8,7 +8,10 @@ pending into one frame. A slow browser therefore only delays itself.
 The outbox keeps every update in log order while it is short; past ``MAX_PENDING`` it
 keeps only the latest value of each field (the client converges on the current state
 either way), so its size stays bounded by the fields the connection watches, whatever the
-rate of changes.
+rate of changes. Its size in characters is bounded too (``queued_budget``, counting the
+frame being sent): 256 updates of a 200,000-character text area are 50 MB, and a client
+that never reads would keep them all. Past the budget the connection is closed as too
+slow.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_TOO_SLOW = 4408
 CLOSE_NO_HEARTBEAT = 4000
 CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL_ERROR = 1011
 
 log = logging.getLogger("fieldcast.hub")
 
@@ -121,7 +125,8 @@ class Pacer:
 
 
 class Connection:
-    def __init__(self, viewer: Viewer, send: Send, *, pacer: Pacer, now: float) -> None:
+    def __init__(self, viewer: Viewer, send: Send, *, pacer: Pacer, now: float,
+                 queued_budget: int = 4 * 2**20) -> None:
         self.viewer = viewer
         self._send = send
         self._pacer = pacer
@@ -138,6 +143,10 @@ class Connection:
         self._in_order = True  # whether _pending is sorted by event
         self._collapse_at = MAX_PENDING
         self._controls: list[str] = []
+        # Characters waiting in _pending and _controls, and in the frame being sent.
+        self.queued = 0
+        self._taken = 0  # of ``queued``: taken by the writer, not sent yet
+        self._budget = queued_budget
         self._marked = False
         self._go = asyncio.Event()
         self.sending_since: float | None = None
@@ -154,7 +163,7 @@ class Connection:
     def push_entry(self, entry: Pending) -> None:
         """Queue one update; the hub shares one entry among all its readers."""
         event = entry[0]
-        if event <= self.floors.get(entry[1], 0):
+        if event <= self.floors.get(entry[1], 0) or self.closed.done():
             return
         if self.holding is not None:
             self.holding.append(entry)
@@ -163,24 +172,50 @@ class Connection:
         if pending and event < pending[-1][0]:
             self._in_order = False  # a catch-up for a newly subscribed item
         pending.append(entry)
-        if len(pending) > self._collapse_at:
-            self._pending = _latest_per_field(pending)
-            self._in_order = True
+        self.queued += len(entry[3])
+        if len(pending) > self._collapse_at or self.queued > self._budget:
+            self._collapse()
             # Collapse again only when the backlog has doubled: one connection watching
             # more fields than the bound must not sort its whole backlog on every update.
             self._collapse_at = max(MAX_PENDING, 2 * len(self._pending))
+            if self._over_budget():
+                return
         if not self._marked:
             self._marked = True
             self._pacer.mark(self)
 
     def push_control(self, message: dict[str, Any]) -> None:
+        if self.closed.done():
+            return  # nothing more goes out; queuing would only hold memory
         if len(self._controls) >= MAX_CONTROL_BACKLOG:
             self.close(CLOSE_TOO_SLOW, "too many unsent messages; reload and reconnect")
             return
-        self._controls.append(dumps(message))
+        frame = dumps(message)
+        self._controls.append(frame)
+        self.queued += len(frame)
+        if self.queued > self._budget:
+            self._collapse()
+            if self._over_budget():
+                return
         if not self._marked:
             self._marked = True
             self._pacer.mark(self)
+
+    def _collapse(self) -> None:
+        self._pending = _latest_per_field(self._pending)
+        self._in_order = True
+        self._recount()
+
+    def _recount(self) -> None:
+        self.queued = (self._taken + sum(len(e[3]) for e in self._pending)
+                       + sum(len(c) for c in self._controls))
+
+    def _over_budget(self) -> bool:
+        if self.queued <= self._budget:
+            return False
+        self.close(CLOSE_TOO_SLOW, f"more than {self._budget} characters waited to be sent; "
+                   "reload and reconnect")
+        return True
 
     def release_holding(self) -> None:
         held, self.holding = self.holding or [], None
@@ -190,6 +225,7 @@ class Connection:
     def forget(self, item: int, readable: frozenset[str]) -> None:
         """Drop queued updates of ``item`` whose field is not in ``readable`` any more."""
         self._pending = [e for e in self._pending if e[1] != item or e[2] in readable]
+        self._recount()
         if self.holding is not None:
             self.holding = [e for e in self.holding if e[1] != item or e[2] in readable]
 
@@ -210,28 +246,49 @@ class Connection:
     # ---- the writer ---------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
+        try:
+            await self._write_frames()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Whatever failed (an encode, the server's send), this socket gets no further
+            # frame: a socket left open would look live to its client and miss every
+            # update from here on. Close it, and say why.
+            log.exception("a live writer failed; closing its socket with %d",
+                          CLOSE_INTERNAL_ERROR)
+            if not self.closed.done():
+                self.closed.set_result((CLOSE_INTERNAL_ERROR,
+                                        "the server failed to send; reconnect"))
+
+    async def _write_frames(self) -> None:
         while True:
             await self._go.wait()
             self._go.clear()
             updates, self._pending = self._pending, []
             controls, self._controls = self._controls, []
+            # Still counted in ``queued`` until sent: a frame stuck on a socket that is
+            # not read is memory just like the outbox.
+            self._taken = self.queued
             if not self._in_order:
                 updates.sort()  # positions only grow within a frame (hub/LIVE.md)
                 self._in_order = True
             self._collapse_at = MAX_PENDING
             if updates:
+                texts = [u[3] for u in updates]
                 await self._timed_send(
-                    '{"type":"updates","updates":[' + ",".join([u[3] for u in updates]) + "]}"
-                )
+                    '{"type":"updates","updates":[' + ",".join(texts) + "]}",
+                    sum(map(len, texts)))
             for frame in controls:
-                await self._timed_send(frame)
+                await self._timed_send(frame, len(frame))
 
-    async def _timed_send(self, frame: str) -> None:
+    async def _timed_send(self, frame: str, size: int) -> None:
         self.sending_since = time.monotonic()
         try:
             await self._send(frame)
         finally:
             self.sending_since = None
+        self._taken -= size
+        self.queued -= size
         self.sent_frames += 1
 
 

@@ -62,6 +62,14 @@ class HubConfig:
     heartbeat: float = 25.0
     # A send that has not finished after this long marks the client as too slow.
     send_timeout: float = 10.0
+    # The most characters of frames one connection may have waiting (its outbox and the
+    # frame being sent); past it, superseded values are dropped, then the connection is
+    # closed as too slow. The largest single update (a 200,000-character text area,
+    # escaped) fits several times.
+    queued_budget: int = 4 * 2**20
+    # How long closing a socket may wait for its close frame to be sent; after that the
+    # endpoint drops the TCP connection (a client that does not read never takes it).
+    close_grace: float = 2.0
     # The most log rows a catch-up may replay before it answers recovered: false.
     replay_limit: int = 5000
     read_batch: int = 1000
@@ -144,7 +152,8 @@ class Hub:
 
     def connect(self, viewer: Viewer, send: Send) -> Connection:
         assert self._pacer is not None, "the hub is started before it takes connections"
-        conn = Connection(viewer, send, pacer=self._pacer, now=time.monotonic())
+        conn = Connection(viewer, send, pacer=self._pacer, now=time.monotonic(),
+                          queued_budget=self.config.queued_budget)
         self.connections.add(conn)
         return conn
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -250,21 +250,24 @@ async def groups_json(session: AsyncSession) -> list[dict[str, Any]]:
 
 async def set_membership(
     session: LogSession, group_name: str, username: str, member: bool
-) -> None:
+) -> bool:
+    """Make ``username`` a member of the group or not; whether that changed anything."""
     group = await session.scalar(select(Group).where(Group.name == group_name))
     if group is None:
         raise not_found(f"group {group_name!r}")
     if group.builtin:
         raise conflict(f"membership of {group_name} is implicit and cannot be changed")
     user = await get_user(session, username)
-    await session.execute(
-        delete(user_groups).where(
-            user_groups.c.user_id == user.id, user_groups.c.group_id == group.id
-        )
-    )
+    this = (user_groups.c.user_id == user.id) & (user_groups.c.group_id == group.id)
+    was = await session.scalar(select(exists().where(this)))
+    if bool(was) == member:
+        return False
     if member:
         await session.execute(insert(user_groups).values(user_id=user.id, group_id=group.id))
+    else:
+        await session.execute(delete(user_groups).where(this))
     await changelog.rights_changed(session, now(), subject_id=user.id)
+    return True
 
 
 # ---- sessions and tokens ---------------------------------------------------------------

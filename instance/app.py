@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from hub.fetcher import FetcherConfig
 from hub.hub import HubConfig
 from hub.verifier import VerifierConfig
-from instance import pages, pages_admin, wellknown
+from instance import pages, pages_admin, routing, wellknown
 from instance.api import admin, auth, items, trackers
 from instance.changelog import ChangeLog
 from instance.config import Settings
@@ -29,11 +29,15 @@ from instance.remote import api as remote_api
 from instance.remote import callback as remote_callback
 from instance.remote.service import REMOTE_KEY, RemoteService
 from instance.security import Passwords
+from instance.throttle import LoginThrottle, ThrottleConfig
 from instance.web import STATE_KEY, AppState
 from keys.store import KeyStore
 from protocol.errors import ProtocolError
 
 log = logging.getLogger("fieldcast")
+PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+            "frame-ancestors 'none'")
 _ERROR_STATUSES = frozenset(s.value for s in HTTPStatus if 400 <= s.value < 600)
 
 
@@ -82,7 +86,8 @@ def set_websocket_compression(enabled: bool) -> None:
 def create_app(settings: Settings, *, database: Database | None = None,
                hub_config: HubConfig | None = None,
                verifier_config: VerifierConfig | None = None,
-               fetcher_config: FetcherConfig | None = None) -> Quart:
+               fetcher_config: FetcherConfig | None = None,
+               throttle_config: ThrottleConfig | None = None) -> Quart:
     # No app-level static folder: the pages blueprint serves /static from the package.
     app = Quart("fieldcast", static_folder=None)
     # Quart refuses larger bodies with 413 while reading them, before any parsing.
@@ -94,7 +99,8 @@ def create_app(settings: Settings, *, database: Database | None = None,
     db = database or Database(settings.effective_database_url)
     change_log = ChangeLog(db)
     app.extensions[STATE_KEY] = AppState(settings=settings, db=db, change_log=change_log,
-                                         passwords=Passwords(settings))
+                                         passwords=Passwords(settings),
+                                         login_throttle=LoginThrottle(throttle_config))
 
     service = LiveService(settings, change_log, hub_config)
     app.extensions[LIVE_KEY] = service
@@ -106,6 +112,9 @@ def create_app(settings: Settings, *, database: Database | None = None,
                                lambda: app.extensions[STATE_KEY].current_keys(), fetcher_config)
     app.extensions[REMOTE_KEY] = subscriber
 
+    # Before any route is added: every <int:…> of every blueprint is bounded.
+    app.url_map.converters["int"] = routing.BoundedInt
+    app.before_request(routing.check_request_text)
     for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp, pages.bp,
                       wellknown.bp, topics.bp, hub_endpoint.bp, federation_admin.bp, feed.bp,
                       pages_admin.bp, remote_api.bp, remote_callback.bp):
@@ -115,18 +124,32 @@ def create_app(settings: Settings, *, database: Database | None = None,
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "instance": settings.instance_name}
 
-    async def error(status: int, body: dict[str, Any]) -> Any:
+    async def error(status: int, body: dict[str, Any],
+                    headers: dict[str, str] | None = None) -> Any:
         # Pages get a page; everything else (the API) gets JSON.
         if not request.path.startswith("/api/") and request.accept_mimetypes.accept_html:
             user = g.get("fc_user")
             html = await render_template("error.html", status=status, detail=body["detail"],
                                          user=user, instance=settings.instance_name)
-            return html, status
-        return jsonify(body), status
+            return html, status, headers or {}
+        return jsonify(body), status, headers or {}
+
+    @app.after_request
+    async def bodiless(response: Any) -> Any:
+        # 204 and 304 have no body, so nothing has a type: Quart labels the empty
+        # string text/html like any other.
+        if response.status_code in (204, 304):
+            response.headers.pop("Content-Type", None)
+        elif response.mimetype == "text/html":
+            # Pages run only our own script (static/fieldcast.js; templates hold no inline
+            # script or on* handler), and no other site may frame them (clickjacking).
+            response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+            response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
 
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Any:
-        return await error(exc.status, exc.body())
+        return await error(exc.status, exc.body(), exc.headers)
 
     @app.errorhandler(ProtocolError)
     async def protocol_error(exc: ProtocolError) -> Any:

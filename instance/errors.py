@@ -8,11 +8,13 @@ from typing import Any
 class ApiError(Exception):
     """``error`` is a stable machine-readable code, ``detail`` a sentence for a person."""
 
-    def __init__(self, status: int, error: str, detail: str, **extra: Any) -> None:
+    def __init__(self, status: int, error: str, detail: str, *,
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail)
         self.status = status
         self.error = error
         self.detail = detail
+        self.headers = headers or {}  # sent with the answer (Retry-After, …)
         self.extra = extra
 
     def body(self) -> dict[str, Any]:

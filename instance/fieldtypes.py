@@ -21,8 +21,37 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
+# Whole numbers are kept to what every reader holds exactly enough to compare and show:
+# a signed 64-bit integer. Past it, float() overflows (a 400-digit value was a 500).
+INT_LIMIT = 2**63 - 1
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
 class FieldTypeError(ValueError):
     """A value or an option does not fit the field's type; the message says how."""
+
+
+def _check_text(value: Any, what: str) -> None:
+    """Every string in ``value`` (nested too) is Unicode text without NUL.
+
+    A lone surrogate ("\\ud800") is no Unicode scalar value: no UTF-8 encoder accepts it,
+    so once stored it broke every page and live frame that carried it. NUL is refused by
+    PostgreSQL in text and by no type here on purpose: no field type takes it.
+    """
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if (bad := _NOT_TEXT.search(node)) is not None:
+                char = ("NUL" if bad.group() == "\x00"
+                        else f"a lone surrogate (\\u{ord(bad.group()):04x})")
+                raise FieldTypeError(f"{what} holds {char}: only Unicode text without NUL "
+                                     "is accepted")
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def check_name(kind: str, name: Any) -> str:
@@ -35,7 +64,16 @@ def check_name(kind: str, name: Any) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -INT_LIMIT <= value <= INT_LIMIT
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}… ({len(text)} characters)"
 
 
 def validate_options(field_type: str, options: Any) -> dict[str, Any]:
@@ -48,6 +86,7 @@ def validate_options(field_type: str, options: Any) -> dict[str, Any]:
         options = {}
     if not isinstance(options, dict):
         raise FieldTypeError("options must be a JSON object")
+    _check_text(options, "an option")
     allowed: dict[str, set[str]] = {
         "text": set(),
         "textarea": set(),
@@ -67,8 +106,9 @@ def validate_options(field_type: str, options: Any) -> dict[str, Any]:
     out = dict(options)
     if field_type == "number":
         for bound in ("min", "max"):
-            if bound in out and not (_is_number(out[bound]) and math.isfinite(out[bound])):
-                raise FieldTypeError(f"option {bound} must be a finite number")
+            if bound in out and not _is_number(out[bound]):
+                raise FieldTypeError(f"option {bound} must be a finite number between "
+                                     f"-{INT_LIMIT} and {INT_LIMIT}")
         if "min" in out and "max" in out and out["min"] > out["max"]:
             raise FieldTypeError("option min must not be greater than max")
         if "integer" in out and not isinstance(out["integer"], bool):
@@ -109,6 +149,7 @@ def validate_value(field_type: str, options: dict[str, Any], value: Any) -> Any:
     """
     if value is None:
         return None
+    _check_text(value, "the value")
     if field_type == "text":
         if not isinstance(value, str):
             raise FieldTypeError("must be a string")
@@ -124,8 +165,9 @@ def validate_value(field_type: str, options: dict[str, Any], value: Any) -> Any:
             raise FieldTypeError(f"may have at most {TEXTAREA_MAX} characters, got {len(value)}")
         return value
     if field_type == "number":
-        if not _is_number(value) or not math.isfinite(value):
-            raise FieldTypeError(f"must be a finite number, got {value!r}")
+        if not _is_number(value):
+            raise FieldTypeError(f"must be a finite number between -{INT_LIMIT} and "
+                                 f"{INT_LIMIT}, got {_short(value)}")
         if options.get("integer") and not float(value).is_integer():
             raise FieldTypeError(f"must be a whole number, got {value!r}")
         if "min" in options and value < options["min"]:

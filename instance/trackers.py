@@ -34,6 +34,18 @@ def _text(name: str, value: Any, limit: int, *, required: bool = False) -> str:
     return value
 
 
+# Field.position is a 32-bit INTEGER on PostgreSQL.
+_POSITION_LIMIT = 2**31 - 1
+
+
+def _position(value: Any) -> int:
+    if (not isinstance(value, int) or isinstance(value, bool)
+            or not -_POSITION_LIMIT <= value <= _POSITION_LIMIT):
+        raise invalid(f"position must be a whole number between -{_POSITION_LIMIT} and "
+                      f"{_POSITION_LIMIT}")
+    return value
+
+
 async def get_tracker(session: AsyncSession, slug: str) -> Tracker:
     tracker = await session.scalar(select(Tracker).where(Tracker.slug == slug))
     if tracker is None:
@@ -189,8 +201,7 @@ async def create_field(session: LogSession, tracker: Tracker, data: dict[str, An
                 Field.tracker_id == tracker.id)
         )
         position = int(last if last is not None else -1) + 1
-    if not isinstance(position, int) or isinstance(position, bool):
-        raise invalid("position must be a whole number")
+    position = _position(position)
     mode, partners = _check_export(data.get("export", {}), field_type, "none", [])
     field = Field(
         tracker_id=tracker.id, name=name, label=label, type=field_type, options=options,
@@ -219,9 +230,7 @@ async def update_field(session: LogSession, field: Field, data: dict[str, Any]) 
         except FieldTypeError as exc:
             raise invalid(str(exc)) from None
     if "position" in data:
-        if not isinstance(data["position"], int) or isinstance(data["position"], bool):
-            raise invalid("position must be a whole number")
-        field.position = data["position"]
+        field.position = _position(data["position"])
     export_before = (field.export_mode, sorted(field.export_partners))
     if "export" in data:
         field.export_mode, field.export_partners = _check_export(

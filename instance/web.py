@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from quart import current_app, g, request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from instance import accounts
+from instance import accounts, jsonbody
 from instance.accounts import as_utc, now
 from instance.changelog import ChangeLog
 from instance.config import Settings
@@ -20,6 +20,7 @@ from instance.errors import ApiError
 from instance.models import User
 from instance.rights import Principal, builtin_group_ids, principal_from
 from instance.security import SESSION_COOKIE, TOKEN_PREFIX, Passwords, digest
+from instance.throttle import LoginThrottle
 from keys.store import KeyStore, KeyStoreError
 
 STATE_KEY = "fieldcast"
@@ -32,6 +33,7 @@ class AppState:
     db: Database
     change_log: ChangeLog
     passwords: Passwords
+    login_throttle: LoginThrottle
     keys: KeyStore | None = None
     _builtin: dict[str, int] | None = None
 
@@ -169,29 +171,34 @@ async def json_body() -> dict[str, Any]:
             "unsupported_media_type",
             "send the body as JSON with Content-Type: application/json",
         )
-    data = await request.get_json(silent=True)
-    if data is None:
-        raise ApiError(400, "bad_json", "the body is not valid JSON")
+    raw = await request.get_data(cache=True, as_text=False)
+    assert isinstance(raw, bytes)
+    data = jsonbody.parse(raw)
     if not isinstance(data, dict):
         raise ApiError(422, "invalid", "the body must be a JSON object")
     return data
 
 
-def int_arg(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+# The largest id or count the database holds (a signed 64-bit integer on PostgreSQL).
+MAX_INT = 2**63 - 1
+
+
+def int_arg(name: str, default: int, *, minimum: int = 0, maximum: int = MAX_INT) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
     try:
+        # Digits only: int() also takes "1_000", " 7 " and other scripts' digits.
+        if not raw.isascii() or not raw.lstrip("-").isdigit() or len(raw) > 20:
+            raise ValueError(raw)
         value = int(raw)
     except ValueError:
         raise ApiError(
             400, "bad_query", f"query parameter {name} must be a whole number, got {raw!r}"
         ) from None
-    if value < minimum or (maximum is not None and value > maximum):
+    if not minimum <= value <= maximum:
         raise ApiError(
-            400,
-            "bad_query",
-            f"query parameter {name} must be between {minimum} "
-            f"and {maximum if maximum is not None else 'any size'}, got {value}",
+            400, "bad_query",
+            f"query parameter {name} must be between {minimum} and {maximum}, got {value}",
         )
     return value

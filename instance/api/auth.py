@@ -8,7 +8,7 @@ from sqlalchemy import delete, select
 
 from instance import accounts, changelog
 from instance.accounts import now
-from instance.errors import not_found
+from instance.errors import ApiError, not_found
 from instance.models import ApiToken
 from instance.security import SESSION_COOKIE
 from instance.web import caller, change_log, db, json_body, require_login, state
@@ -20,10 +20,20 @@ bp = Blueprint("auth", __name__, url_prefix="/api")
 async def login() -> ResponseReturnValue:
     data = await json_body()
     settings = state().settings
+    username, address = data.get("username"), request.remote_addr or ""
+    throttle = state().login_throttle
+    # Before the (costly) hash: a throttled guess costs the server nothing.
+    if isinstance(username, str):
+        throttle.check(username, address)
     async with change_log().write() as session:
-        user = await accounts.authenticate(
-            session, state().passwords, data.get("username"), data.get("password")
-        )
+        try:
+            user = await accounts.authenticate(
+                session, state().passwords, username, data.get("password"))
+        except ApiError as exc:
+            if exc.status == 401 and isinstance(username, str):
+                throttle.failed(username, address)
+            raise
+        throttle.succeeded(user.username, address)
         token = await accounts.open_session(session, user, settings.session_ttl_seconds)
         body = await accounts.user_json(session, user)
     response = await make_response(jsonify(body))

@@ -63,15 +63,17 @@ async def list_items(slug: str) -> ResponseReturnValue:
 async def create_item(slug: str) -> ResponseReturnValue:
     who = await principal()
     data = await json_body()
-    if set(data) - {"fields"}:
-        raise ApiError(422, "invalid", 'the body is {"fields": {name: value, ...}}')
+    if set(data) != {"fields"}:
+        missing = "" if "fields" in data else "the member fields is missing; "
+        raise ApiError(422, "invalid", f'{missing}the body is {{"fields": {{name: value, ...}}}} '
+                       '(use {"fields": {}} for an item with no values yet)', member="fields")
     async with change_log().write() as session:
         tracker = await trackers.get_tracker(session, slug)
         fields = await trackers.tracker_fields(session, tracker)
         if not (who.is_admin or items.readable(fields, who)):
             raise not_found(f"tracker {slug!r}")
         item, _changes = await items.create_item(
-            session, tracker, fields, who, data.get("fields", {})
+            session, tracker, fields, who, data["fields"]
         )
         body = (await items.items_json(session, [item], tracker, fields, who))[0]
     return body, 201, {"Location": f"/api/items/{item.id}"}

@@ -42,11 +42,15 @@ def cmd_group_delete(args: argparse.Namespace, environ: Mapping[str, str]) -> No
 def cmd_group_member(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     add = args.action == "add-member"
 
-    async def work(db: Database, session: LogSession) -> None:
-        await accounts.set_membership(session, args.group, args.username, add)
+    async def work(db: Database, session: LogSession) -> bool:
+        return await accounts.set_membership(session, args.group, args.username, add)
 
-    run(settings_for(args, environ), work)
-    print(f"{args.username} {'added to' if add else 'removed from'} {args.group}")
+    changed = run(settings_for(args, environ), work)
+    if changed:
+        print(f"{args.username} {'added to' if add else 'removed from'} {args.group}")
+    else:
+        print(f"{args.username} {'was already in' if add else 'was not in'} {args.group}; "
+              "nothing changed")
 
 
 def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:

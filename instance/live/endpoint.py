@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
+import struct
 import time
 from typing import Any
 
@@ -44,6 +46,61 @@ class KeepAsgiSend:
         await self.app(scope, receive, send)
 
 
+def transport_of(send: Any) -> asyncio.Transport | None:
+    """The TCP transport under a Hypercorn HTTP/1.1 websocket, from its ASGI ``send``.
+
+    ASGI has no way to drop a connection: a close frame is queued behind every unsent
+    byte, and Hypercorn's ``transport.close()`` waits for them to be flushed. A client
+    that never reads therefore kept its socket, and the frames on it, for good. Hypercorn
+    (0.17, 0.18) hands the app ``WSStream.app_send``; the stream sends through its
+    ``H11Protocol``, which sends through the ``TCPServer`` that owns the writer. Only for
+    HTTP/1.1: over HTTP/2 the TCP connection carries other streams too. Anything else
+    (another server, the test client) answers None, and closing stays the ASGI close.
+    tests/hub/test_slow_client.py proves this against a real server.
+    """
+    from hypercorn.protocol.h11 import H11Protocol
+    from hypercorn.protocol.ws_stream import WSStream
+
+    stream = getattr(send, "__self__", None)
+    if not isinstance(stream, WSStream):
+        return None
+    protocol = getattr(stream.send, "__self__", None)
+    if not isinstance(protocol, H11Protocol):
+        return None
+    server = getattr(protocol.send, "__self__", None)
+    transport = getattr(getattr(server, "writer", None), "transport", None)
+    return transport if isinstance(transport, asyncio.Transport) else None
+
+
+async def _close(ws: Any, code: int, reason: str, transport: asyncio.Transport | None,
+                 grace: float) -> None:
+    """Send the close frame; drop the TCP connection when that cannot be done in time.
+
+    A client too slow to read will not read the close frame either. With no write-buffer
+    high-water mark, Hypercorn's send of the close frame returns only once every byte has
+    left the process; if that takes longer than ``grace``, the transport is aborted, so
+    that the socket, its buffers and the task serving it go at once.
+    """
+    if transport is not None:
+        transport.set_write_buffer_limits(high=0)
+    try:
+        await asyncio.wait_for(ws.close(code, reason), grace)
+        return
+    except Exception as exc:  # a time-out, or a connection already gone
+        failure = exc
+    if transport is not None:
+        log.info("a /live socket closed with %d did not take its close frame within %ss "
+                 "(%r): dropping the connection", code, grace, failure)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Linger 0: the kernel resets the connection and discards what is unsent,
+            # instead of holding it (orphaned, still established for the peer) for
+            # minutes of retransmissions.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+
+
 def _raw_sender(send: Any) -> Any:
     async def send_text(frame: str) -> None:
         await send({"type": "websocket.send", "bytes": None, "text": frame})
@@ -64,18 +121,46 @@ async def _viewer() -> Viewer | None:
     return Viewer(who.user.id, who.user.username, who.credential, who.expires_at)
 
 
+# Ids and offsets are the database's signed 64-bit integers: a larger one overflowed in
+# the driver, which read as the server's failure (a retryable error and a traceback).
+MAX_ID = 2**63 - 1
+
+
+def _is_id(value: Any, minimum: int) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and minimum <= value <= MAX_ID)
+
+
+def _item_ids(value: Any, *, empty_ok: bool) -> list[int]:
+    if (not isinstance(value, list) or (not value and not empty_ok)
+            or not all(_is_id(i, 1) for i in value)):
+        raise ValueError(f"items must be a {'' if empty_ok else 'non-empty '}list of item "
+                         f"ids (whole numbers from 1 to {MAX_ID})")
+    return value
+
+
+def _parse_message(data: str | bytes) -> dict[str, Any]:
+    """A client's message, or ValueError saying what is wrong with it (the client's)."""
+    try:
+        msg = json.loads(data)
+    except RecursionError:
+        raise ValueError("the message is nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"a message is a JSON object with a type ({exc})") from None
+    if not isinstance(msg, dict):
+        raise ValueError("a message is a JSON object with a type")
+    return msg
+
+
 def _parse_subscribe(msg: dict[str, Any]) -> tuple[list[int], tuple[str, int] | None]:
-    items = msg.get("items")
-    if (not isinstance(items, list) or not items
-            or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in items)):
-        raise ValueError("items must be a non-empty list of item ids")
+    items = _item_ids(msg.get("items"), empty_ok=False)
     position = msg.get("position")
     if position is None:
         return items, None
     if (not isinstance(position, dict) or not isinstance(position.get("epoch"), str)
-            or not isinstance(position.get("offset"), int)
-            or isinstance(position.get("offset"), bool)):
-        raise ValueError('position must be {"epoch": string, "offset": integer}')
+            or not _is_id(position.get("offset"), 0)):
+        raise ValueError('position must be {"epoch": string, "offset": integer from 0 to '
+                         f'{MAX_ID}}}')
     return items, (position["epoch"], position["offset"])
 
 
@@ -85,18 +170,13 @@ async def _read_messages(hub: Hub, conn: Connection) -> None:
         data = await websocket.receive()
         conn.last_received = time.monotonic()
         try:
-            msg = json.loads(data)
-            if not isinstance(msg, dict):
-                raise ValueError("a message is a JSON object with a type")
+            msg = _parse_message(data)
             kind = msg.get("type")
             if kind == "subscribe":
                 items, position = _parse_subscribe(msg)
                 conn.push_control(await hub.subscribe(conn, items, position))
             elif kind == "unsubscribe":
-                leaving = msg.get("items")
-                if not isinstance(leaving, list) or not all(isinstance(i, int) for i in leaving):
-                    raise ValueError("items must be a list of item ids")
-                hub.unsubscribe(conn, leaving)
+                hub.unsubscribe(conn, _item_ids(msg.get("items"), empty_ok=True))
             elif kind != "pong":
                 raise ValueError(f"unknown message type {kind!r}; expected subscribe, "
                                  "unsubscribe or pong")
@@ -148,9 +228,8 @@ async def live() -> None:
                 await reader
         if conn.closed.done():
             code, reason = conn.closed.result()
-            # A client too slow to read will not read the close frame quickly either.
-            with contextlib.suppress(TimeoutError, Exception):
-                await asyncio.wait_for(ws.close(code, reason), 2)
+            await _close(ws, code, reason, None if raw is None else transport_of(raw),
+                         hub.config.close_grace)
     finally:
         hub.disconnect(conn)
 

@@ -531,3 +531,23 @@ async def test_rights_asked_before_a_rights_event_are_asked_again() -> None:
     await settle()
     assert "AFTER REVOCATION" not in json.dumps(client.frames)
     await hub.stop()
+
+
+async def test_queued_characters_of_a_stuck_client_are_bounded() -> None:
+    """Updates of distinct fields do not collapse: the character budget closes it."""
+    hub, backend = await make_hub(tick=0.001, queued_budget=200_000, send_timeout=60)
+    backend.readable = {1: {f"f{n}" for n in range(50)}}
+    slow = Client()
+    slow.stuck.clear()
+    conn = hub.connect(viewer(1), slow.send)
+    await hub.subscribe(conn, [1], None)
+    most = 0
+    for n in range(50):
+        backend.value(1, f"f{n}", "x" * 10_000)
+        hub.wake()
+        await settle(0.01)
+        most = max(most, conn.queued)
+    code, reason = await asyncio.wait_for(conn.closed, 3)
+    assert code == CLOSE_TOO_SLOW and "200000 characters" in reason
+    assert most <= 200_000 + 11_000
+    await hub.stop()

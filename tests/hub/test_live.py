@@ -309,3 +309,54 @@ async def test_deleted_item_is_announced_and_unsubscribed(env: Env) -> None:
         await sb.next("subscribed")
         assert (await admin.delete(f"/api/items/{item}")).status_code == 204
         assert await sb.next("deleted") == {"type": "deleted", "item": item}
+
+
+async def test_messages_that_used_to_raise_are_client_errors(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """An id past 64 bits, deep nesting: the client's fault, counted, no traceback."""
+    item = await setup(env)
+    bob = await env.client("bob")
+    hostile = [
+        json.dumps({"type": "subscribe", "items": [2**63]}),
+        json.dumps({"type": "subscribe", "items": [item],
+                    "position": {"epoch": "e", "offset": 10**30}}),
+        json.dumps({"type": "unsubscribe", "items": [2**64]}),
+        "[" * 5000 + "]" * 5000,
+        '{"type":"subscribe","items":' + "[" * 5000 + "]" * 5000 + "}",
+    ]
+    async with bob.websocket("/live") as wb:
+        sb = Socket(wb)
+        await sb.next("hello")
+        for raw in hostile:
+            await wb.send(raw)
+            error = await sb.next("error")
+            assert "retry" not in error, (raw[:40], error)
+        # Each one counted toward the limit of malformed messages.
+        for _ in range(20):
+            await wb.send(hostile[0])
+        with pytest.raises(WebsocketDisconnectError) as info:
+            await sb.next("never", wait_s=3)
+        assert "4400" in repr(info.value)
+    assert not [r for r in caplog.records if r.exc_info], "no traceback for a client's error"
+
+
+async def test_a_writer_that_fails_closes_its_socket_with_1011(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    item = await setup(env)
+    bob = await env.client("bob")
+    hub = env.app.extensions["fieldcast.live"].hub
+    async with bob.websocket("/live") as wb:
+        sb = Socket(wb)
+        await sb.next("hello")
+        await sb.send(type="subscribe", items=[item])
+        await sb.next("subscribed")
+        (conn,) = hub.connections
+        # Whatever the failure, here the one a lone surrogate in a frame used to cause.
+        def failing_send(frame: str) -> Any:
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        conn._send = failing_send
+        conn.push_control({"type": "ping"})
+        with pytest.raises(WebsocketDisconnectError) as info:
+            await sb.next("never", wait_s=3)
+        assert "1011" in repr(info.value)
+    assert any("writer failed" in r.getMessage() and r.exc_info for r in caplog.records)
