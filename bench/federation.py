@@ -353,6 +353,24 @@ async def run_bworker(spec: dict[str, Any]) -> None:
     sockets: list[Any] = []
     password = "bench b password"
 
+    async def frames(index: int, ws: Any) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for raw in ws:
+                at = time.time()
+                msg = json.loads(raw)
+                if msg.get("type") == "ping":  # hub/LIVE.md: silent sockets are closed
+                    await ws.send('{"type": "pong"}')
+                if msg.get("type") != "updates":
+                    continue
+                for u in msg["updates"]:
+                    if u.get("field") == "their_title" and ready.is_set():
+                        print(f"frame {index} {u['value']} {at:.6f}", flush=True)
+
+    # Each socket is read (and answers the hub's pings) from the moment it subscribes:
+    # setting up many Bs takes longer than the hub waits for a silent socket.
+    ready = asyncio.Event()
+    readers: list[asyncio.Task[None]] = []
+
     async def start_one(i: int) -> None:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -415,20 +433,10 @@ async def run_bworker(spec: dict[str, Any]) -> None:
         clients.append(c)
         b_items.append(item)
         sockets.append(ws)
+        readers.append(asyncio.create_task(frames(i, ws)))
 
     for i in range(spec["count"]):  # one at a time: A verifies each subscription
         await start_one(i)
-
-    async def frames(index: int, ws: Any) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            async for raw in ws:
-                at = time.time()
-                msg = json.loads(raw)
-                if msg.get("type") != "updates":
-                    continue
-                for u in msg["updates"]:
-                    if u.get("field") == "their_title":
-                        print(f"frame {index} {u['value']} {at:.6f}", flush=True)
 
     async def probe(value: str) -> None:
         for _ in range(1500):  # at most ~15 s
@@ -438,8 +446,8 @@ async def run_bworker(spec: dict[str, Any]) -> None:
                 return
             await asyncio.sleep(0.01)
 
-    readers = [asyncio.create_task(frames(i, ws)) for i, ws in enumerate(sockets)]
     probes: set[asyncio.Task[None]] = set()
+    ready.set()
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
     while line := (await loop.run_in_executor(None, sys.stdin.readline)).strip():
@@ -494,6 +502,7 @@ async def subscriber_side(host: RunningInstance, admin: httpx.AsyncClient, k: in
         last: list[float] = []
         every: list[float] = []
         api_lat: list[float] = []
+        seen: list[int] = []  # for each save that timed out: how many Bs had the frame
         timeouts = 0
         for n in range(args.saves + 1):  # the first save warms connections and caches
             value = f"w{n + 1}"
@@ -509,6 +518,7 @@ async def subscriber_side(host: RunningInstance, admin: httpx.AsyncClient, k: in
             got = frames.get(value, {})
             if len(got) < k:
                 timeouts += 1
+                seen.append(len(got))
             elif n:
                 last.append(max(got.values()) - t0)
                 every.extend(at - t0 for at in got.values())
@@ -521,7 +531,7 @@ async def subscriber_side(host: RunningInstance, admin: httpx.AsyncClient, k: in
         for w in workers:
             await w.close()
     return {"k": k, "procs": procs, "last": last, "every": every, "api": api_lat,
-            "timeouts": timeouts, "setup": setup,
+            "timeouts": timeouts, "seen": seen, "setup": setup,
             "host_cpu_per_save": host_cpu / (args.saves + 1)}
 
 
@@ -808,6 +818,8 @@ async def main(args: argparse.Namespace) -> None:
                           f"{pct(ms['last'], 99):>13.0f} "
                           f"{res['host_cpu_per_save'] * 1000:>16.0f} {res['timeouts']:>8} "
                           f"{res['setup']:>7.0f}", flush=True)
+                    if res["seen"]:
+                        print(f"      timed out (15 s): frames seen by {res['seen']} of {k}")
             await admin.aclose()
         finally:
             host.stop()
