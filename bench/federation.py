@@ -12,6 +12,17 @@ the new version (time.time(): the processes share a clock). Saves are spaced (th
 one only after all K hold the previous version) so they never coalesce. Aim: K = 100
 within 2 s at p99.
 
+**Subscriber side (the full path).** K real fieldcast B instances (``create_app``, each
+with its own SQLite database, keys and data directory, served by Hypercorn on its own
+loopback port), --instance-procs worker processes each running K/P of them. Each B has a
+tracker with a remote field mirroring A's ``title``, an item linked to A's item through
+``PUT /api/items/ID/link`` (admin), and one ``/live`` WebSocket subscribed to that item.
+A save on A travels: A's projector -> A's signed ping -> B's callback -> B's signed GET
+of the topic -> B's change log -> B's hub -> the socket. Measured from A's 200 to (a)
+the value visible in B's API (one probe B per worker polls ``GET /api/items/ID`` every
+10 ms, so the polling stays cheap) and (b) the ``/live`` frame carrying the value,
+on every B (the row's figure is the last of the K, like the fan-out above).
+
 **Signed vs unsigned.** --gens generator processes, each with the host's own HTTP client
 (`hub.outbound.Outbound`, 16 requests at once, like the delivery worker), POST
 notification bodies to --sinks sink processes (a minimal asyncio HTTP/1.1 server that
@@ -23,6 +34,7 @@ per second, the generators' CPU per request, and the ratio. Aim: signed >= 0.8x 
 claim, compose + sign, POST to a sink, finish) for --profile-pings pings, summed by area.
 
     python bench/federation.py [--subscribers 10,100] [--saves 15] [--procs 4]
+                               [--instances 10,100] [--instance-procs 4]
                                [--seconds 3] [--gens 2] [--sinks 2] [--no-profile]
 """
 
@@ -307,6 +319,222 @@ async def fanout(host: RunningInstance, admin: httpx.AsyncClient, k: int,
             "elapsed": elapsed}
 
 
+# ---- the subscriber side: real B instances, their API and their /live sockets ----------
+
+async def run_bworker(spec: dict[str, Any]) -> None:
+    """Run ``spec["count"]`` B instances linked to A's item, one /live socket each.
+
+    stdout: ``ready``, then ``frame INDEX VALUE TIME`` for each /live update of the
+    mirrored field and ``api INDEX VALUE TIME`` when the probe B's API shows a value.
+    stdin: ``expect VALUE`` (the probe polls its API for it), ``quit``.
+    """
+    import shutil
+
+    import websockets
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from instance import accounts
+    from instance.app import create_app
+    from instance.config import Settings
+    from instance.db import Database, make_engine, migrate
+    from keys.store import KeyStore
+
+    root, host, name = Path(spec["root"]), spec["host"], spec["name"]
+    os.makedirs(root, exist_ok=True)
+    template = root / f"{name}-template.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{template}")
+    await migrate(engine)  # once; every B starts from a copy
+    await engine.dispose()
+    stops: list[asyncio.Event] = []
+    servers: list[asyncio.Task[None]] = []
+    clients: list[httpx.AsyncClient] = []
+    b_items: list[int] = []
+    sockets: list[Any] = []
+    password = "bench b password"
+
+    async def frames(index: int, ws: Any) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for raw in ws:
+                at = time.time()
+                msg = json.loads(raw)
+                if msg.get("type") == "ping":  # hub/LIVE.md: silent sockets are closed
+                    await ws.send('{"type": "pong"}')
+                if msg.get("type") != "updates":
+                    continue
+                for u in msg["updates"]:
+                    if u.get("field") == "their_title" and ready.is_set():
+                        print(f"frame {index} {u['value']} {at:.6f}", flush=True)
+
+    # Each socket is read (and answers the hub's pings) from the moment it subscribes:
+    # setting up many Bs takes longer than the hub waits for a silent socket.
+    ready = asyncio.Event()
+    readers: list[asyncio.Task[None]] = []
+
+    async def start_one(i: int) -> None:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        data = root / f"{name}-{i}"
+        data.mkdir(parents=True)
+        shutil.copy(template, data / "fieldcast.db")
+        settings = Settings(
+            data_dir=data, database_url=f"sqlite+aiosqlite:///{data / 'fieldcast.db'}",
+            base_url=base, instance_name=f"{name}-{i}", allow_private_callbacks=True,
+            allow_http_callbacks=True, remote_lease_seconds=600, argon2_time_cost=1,
+            argon2_memory_kib=8, argon2_parallelism=1).replace()
+        KeyStore(data / "keys").generate(time.time())
+        app = create_app(settings, database=Database(settings.effective_database_url))
+        config = Config()
+        config.bind = [f"127.0.0.1:{port}"]
+        config.accesslog = config.errorlog = None
+        stop = asyncio.Event()
+        stops.append(stop)
+        servers.append(asyncio.create_task(
+            serve(app, config, shutdown_trigger=stop.wait)))  # type: ignore[arg-type]
+        c = httpx.AsyncClient(base_url=base, timeout=30)
+        for _ in range(500):
+            with contextlib.suppress(httpx.HTTPError):
+                if (await c.get("/healthz")).status_code == 200:
+                    break
+            await asyncio.sleep(0.02)
+        state = app.extensions["fieldcast"]
+        async with state.change_log.write() as session:
+            await accounts.create_user(session, state.passwords, username="admin",
+                                       password=password, is_admin=True, groups=[])
+        (await c.post("/api/login", json={"username": "admin", "password": password})
+         ).raise_for_status()
+        (await c.post("/api/trackers", json={"slug": "mirror"})).raise_for_status()
+        (await c.post("/api/trackers/mirror/fields", json={
+            "name": "their_title", "label": "their title", "type": "remote",
+            "options": {"source": {"instance": host, "tracker": "bench",
+                                   "field": "title"}}})).raise_for_status()
+        r = await c.post("/api/trackers/mirror/items", json={"fields": {}})
+        r.raise_for_status()
+        item = int(r.json()["id"])
+        r = await c.put(f"/api/items/{item}/link",
+                        json={"url": f"{host}/federation/items/{spec['a_item']}"})
+        if r.status_code != 200:
+            raise RuntimeError(f"link failed: {r.status_code} {r.text[:300]}")
+        for _ in range(1000):  # the subscription is verified by A asynchronously
+            subs = (await c.get("/api/federation/outgoing")).json()["subscriptions"]
+            if subs and subs[0]["state"] == "active":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError(f"{name}-{i}: subscription never active")
+        cookie = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
+        ws = await websockets.connect(f"ws://127.0.0.1:{port}/live",
+                                      additional_headers={"Cookie": cookie},
+                                      max_size=1 << 20)
+        json.loads(await ws.recv())  # hello
+        await ws.send(json.dumps({"type": "subscribe", "items": [item]}))
+        while json.loads(await ws.recv())["type"] != "subscribed":
+            pass
+        clients.append(c)
+        b_items.append(item)
+        sockets.append(ws)
+        readers.append(asyncio.create_task(frames(i, ws)))
+
+    for i in range(spec["count"]):  # one at a time: A verifies each subscription
+        await start_one(i)
+
+    async def probe(value: str) -> None:
+        for _ in range(1500):  # at most ~15 s
+            r = await clients[0].get(f"/api/items/{b_items[0]}")
+            if r.json()["fields"]["their_title"]["value"] == value:
+                print(f"api 0 {value} {time.time():.6f}", flush=True)
+                return
+            await asyncio.sleep(0.01)
+
+    probes: set[asyncio.Task[None]] = set()
+    ready.set()
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    while line := (await loop.run_in_executor(None, sys.stdin.readline)).strip():
+        if line == "quit":
+            break
+        if line.startswith("expect "):
+            task = asyncio.create_task(probe(line.split()[1]))
+            probes.add(task)
+            task.add_done_callback(probes.discard)
+    for task in (*readers, *probes):
+        task.cancel()
+    for ws in sockets:
+        await ws.close()
+    for c in clients:
+        await c.aclose()
+    for stop in stops:
+        stop.set()
+    await asyncio.gather(*servers, return_exceptions=True)
+
+
+async def subscriber_side(host: RunningInstance, admin: httpx.AsyncClient, k: int,
+                          args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    procs = max(1, min(args.instance_procs, k))
+    r = await admin.post("/api/trackers/bench/items", json={"fields": {"title": "w0"}})
+    r.raise_for_status()
+    item = int(r.json()["id"])
+    workers = []
+    t_setup = time.monotonic()
+    for p in range(procs):
+        n = k // procs + (1 if p < k % procs else 0)
+        workers.append(await Child.start("bworker", {
+            "host": host.base_url, "a_item": item, "count": n, "name": f"b{k}w{p}",
+            "root": str(root / f"bside-{k}-{p}")}))
+    frames: dict[str, dict[tuple[int, int], float]] = {}
+    api: dict[str, list[float]] = {}
+    try:
+        for w in workers:
+            await w.expect("ready", within=60 + 10 * k)
+        setup = time.monotonic() - t_setup
+
+        async def listen(p: int, w: Child) -> None:
+            while True:
+                line = await w.line(3600)
+                kind, index, value, at = line.split()
+                if kind == "frame":
+                    frames.setdefault(value, {})[(p, int(index))] = float(at)
+                elif kind == "api":
+                    api.setdefault(value, []).append(float(at))
+
+        listeners = [asyncio.create_task(listen(p, w)) for p, w in enumerate(workers)]
+        cpu0 = cpu_seconds(host.process.pid) if host.process else 0.0
+        last: list[float] = []
+        every: list[float] = []
+        api_lat: list[float] = []
+        seen: list[int] = []  # for each save that timed out: how many Bs had the frame
+        timeouts = 0
+        for n in range(args.saves + 1):  # the first save warms connections and caches
+            value = f"w{n + 1}"
+            r = await admin.patch(f"/api/items/{item}/fields/title", json={"value": value})
+            r.raise_for_status()
+            t0 = time.time()
+            for w in workers:
+                await w.say(f"expect {value}")
+            for _ in range(7500):  # at most 15 s
+                if len(frames.get(value, {})) == k and len(api.get(value, [])) == procs:
+                    break
+                await asyncio.sleep(0.002)
+            got = frames.get(value, {})
+            if len(got) < k:
+                timeouts += 1
+                seen.append(len(got))
+            elif n:
+                last.append(max(got.values()) - t0)
+                every.extend(at - t0 for at in got.values())
+                api_lat.extend(at - t0 for at in api.get(value, []))
+            await asyncio.sleep(args.gap)
+        host_cpu = (cpu_seconds(host.process.pid) if host.process else 0.0) - cpu0
+        for task in listeners:
+            task.cancel()
+    finally:
+        for w in workers:
+            await w.close()
+    return {"k": k, "procs": procs, "last": last, "every": every, "api": api_lat,
+            "timeouts": timeouts, "seen": seen, "setup": setup,
+            "host_cpu_per_save": host_cpu / (args.saves + 1)}
+
+
 # ---- signed vs unsigned: sinks and generators -----------------------------------------
 
 async def run_sink(spec: dict[str, Any]) -> None:
@@ -541,7 +769,7 @@ async def profile(args: argparse.Namespace, root: Path) -> str:
 # ---- the driver ----------------------------------------------------------------------
 
 async def main(args: argparse.Namespace) -> None:
-    counts = [int(k) for k in args.subscribers.split(",")]
+    counts = [int(k) for k in args.subscribers.split(",") if k]
     print(f"fieldcast federation bench: {os.cpu_count()} cores shared by the host, the "
           "subscribers, the generators and this driver")
     with tempfile.TemporaryDirectory() as tmp:
@@ -570,6 +798,28 @@ async def main(args: argparse.Namespace) -> None:
                       flush=True)
                 for e in res["errors"][:3]:
                     print("   ", e)
+            bside = []
+            if args.instances:
+                print(f"\nsubscriber side: save's 200 on A -> (a) the value in B's API "
+                      f"(one probe B per worker process) and (b) the /live frame on B; "
+                      f"K real B instances in --instance-procs processes; {args.saves} "
+                      "saves per row")
+                print(f"{'K':>5} {'procs':>5} {'API p50':>8} {'API p99':>8} "
+                      f"{'frame p50':>9} {'frame p99':>9} {'last-of-K p50':>13} "
+                      f"{'last-of-K p99':>13} {'host CPU ms/save':>16} {'timeouts':>8} "
+                      f"{'setup s':>7}")
+                for k in (int(x) for x in args.instances.split(",") if x):
+                    res = await subscriber_side(host, admin, k, args, root)
+                    bside.append(res)
+                    ms = {key: [x * 1000 for x in res[key]] for key in ("api", "every", "last")}
+                    print(f"{k:>5} {res['procs']:>5} {pct(ms['api'], 50):>8.0f} "
+                          f"{pct(ms['api'], 99):>8.0f} {pct(ms['every'], 50):>9.0f} "
+                          f"{pct(ms['every'], 99):>9.0f} {pct(ms['last'], 50):>13.0f} "
+                          f"{pct(ms['last'], 99):>13.0f} "
+                          f"{res['host_cpu_per_save'] * 1000:>16.0f} {res['timeouts']:>8} "
+                          f"{res['setup']:>7.0f}", flush=True)
+                    if res["seen"]:
+                        print(f"      timed out (15 s): frames seen by {res['seen']} of {k}")
             await admin.aclose()
         finally:
             host.stop()
@@ -604,11 +854,16 @@ async def main(args: argparse.Namespace) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--subscribers", default="10,100", help="comma-separated K values")
+    parser.add_argument("--subscribers", default="10,100",
+                        help="comma-separated K values ('' to skip)")
     parser.add_argument("--saves", type=int, default=15, help="measured saves per K")
     parser.add_argument("--gap", type=float, default=0.2,
                         help="seconds between one save being held by all and the next")
     parser.add_argument("--procs", type=int, default=4, help="subscriber processes per K")
+    parser.add_argument("--instances", default="10,100",
+                        help="comma-separated K of real B instances ('' to skip)")
+    parser.add_argument("--instance-procs", type=int, default=4,
+                        help="worker processes running the B instances")
     parser.add_argument("--seconds", type=float, default=3.0, help="per signed/unsigned row")
     parser.add_argument("--gens", type=int, default=2, help="generator processes")
     parser.add_argument("--sinks", type=int, default=2, help="sink processes")
@@ -618,7 +873,8 @@ def parse_args() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    roles = {"--subscriber": run_subscriber, "--sink": run_sink, "--generator": run_generator}
+    roles = {"--subscriber": run_subscriber, "--sink": run_sink, "--generator": run_generator,
+             "--bworker": run_bworker}
     if len(sys.argv) == 3 and sys.argv[1] in roles:
         asyncio.run(roles[sys.argv[1]](json.loads(sys.argv[2])))
         sys.exit(0)

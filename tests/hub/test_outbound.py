@@ -531,3 +531,25 @@ def test_address_refused_can_be_made_from_a_sentence() -> None:
 async def test_system_resolver_shape() -> None:
     # A numeric host: getaddrinfo answers without asking any DNS server.
     assert await system_resolver("127.0.0.1", 80) == ["127.0.0.1"]
+
+
+async def test_pools_per_origin_keep_the_total_bound(server: Server) -> None:
+    # One small pool per origin; once more than max_connections are open, idle pools
+    # close (least recently used first) and their next call connects (and is vetted) anew.
+    resolver = SpyResolver(["127.0.0.1"])
+    backend = SpyBackend()
+    out = Outbound(OutboundConfig(AddressPolicy(allow_http=True, allow_private=True),
+                                  max_connections=2), resolver=resolver,
+                   network_backend=backend)
+    names = ["a.test", "b.test", "c.test", "a.test", "c.test"]
+    async with out:
+        for name in names:
+            got = await out.request("GET", f"http://{name}:{server.port}/echo")
+            assert got.status == 200
+            assert sum(len(p.connections) for p in out._pools.values()) <= 2
+        # a.test's pool was closed when c.test opened the third connection; c.test's
+        # connection was kept and reused.
+        assert [host for host, _ in resolver.calls] == ["a.test", "b.test", "c.test",
+                                                         "a.test"]
+        assert server.connections == 4
+    assert out._pools == {}
