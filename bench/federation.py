@@ -479,8 +479,8 @@ async def subscriber_side(host: RunningInstance, admin: httpx.AsyncClient, k: in
     for p in range(procs):
         n = k // procs + (1 if p < k % procs else 0)
         workers.append(await Child.start("bworker", {
-            "host": host.base_url, "a_item": item, "count": n, "name": f"b{k}w{p}",
-            "root": str(root / f"bside-{k}-{p}")}))
+            "host": host.base_url, "a_item": item, "count": n, "name": f"b{k}i{item}w{p}",
+            "root": str(root / f"bside-{item}-{p}")}))
     frames: dict[str, dict[tuple[int, int], float]] = {}
     api: dict[str, list[float]] = {}
     try:
@@ -498,11 +498,20 @@ async def subscriber_side(host: RunningInstance, admin: httpx.AsyncClient, k: in
                     api.setdefault(value, []).append(float(at))
 
         listeners = [asyncio.create_task(listen(p, w)) for p, w in enumerate(workers)]
+
+        def workers_cpu() -> float:
+            return sum(cpu_seconds(w.proc.pid) for w in workers)
+
+        idle0 = workers_cpu()
+        await asyncio.sleep(3)  # what K idle B instances cost: their timers and polls
+        idle = (workers_cpu() - idle0) / 3
         cpu0 = cpu_seconds(host.process.pid) if host.process else 0.0
+        bcpu0, t_saves = workers_cpu(), time.monotonic()
         last: list[float] = []
         every: list[float] = []
         api_lat: list[float] = []
         seen: list[int] = []  # for each save that timed out: how many Bs had the frame
+        missing: set[tuple[int, int]] = set()  # (worker, index) of Bs that lacked one
         timeouts = 0
         for n in range(args.saves + 1):  # the first save warms connections and caches
             value = f"w{n + 1}"
@@ -519,19 +528,25 @@ async def subscriber_side(host: RunningInstance, admin: httpx.AsyncClient, k: in
             if len(got) < k:
                 timeouts += 1
                 seen.append(len(got))
+                everyone = {(p, i) for p, w in enumerate(workers)
+                            for i in range(k // procs + (1 if p < k % procs else 0))}
+                missing.update(everyone - set(got))
             elif n:
                 last.append(max(got.values()) - t0)
                 every.extend(at - t0 for at in got.values())
                 api_lat.extend(at - t0 for at in api.get(value, []))
             await asyncio.sleep(args.gap)
         host_cpu = (cpu_seconds(host.process.pid) if host.process else 0.0) - cpu0
+        b_cpu = workers_cpu() - bcpu0 - idle * (time.monotonic() - t_saves)
         for task in listeners:
             task.cancel()
     finally:
         for w in workers:
             await w.close()
     return {"k": k, "procs": procs, "last": last, "every": every, "api": api_lat,
-            "timeouts": timeouts, "seen": seen, "setup": setup,
+            "timeouts": timeouts, "seen": seen, "missing": sorted(missing), "setup": setup,
+            "b_idle": idle,
+            "b_cpu_per_save": b_cpu / (args.saves + 1),
             "host_cpu_per_save": host_cpu / (args.saves + 1)}
 
 
@@ -818,8 +833,12 @@ async def main(args: argparse.Namespace) -> None:
                           f"{pct(ms['last'], 99):>13.0f} "
                           f"{res['host_cpu_per_save'] * 1000:>16.0f} {res['timeouts']:>8} "
                           f"{res['setup']:>7.0f}", flush=True)
+                    print(f"      B workers' CPU: idle {res['b_idle']:.0%} of a core; "
+                          f"per save, above idle, {res['b_cpu_per_save'] * 1000:.0f} ms "
+                          f"({res['b_cpu_per_save'] * 1000 / k:.1f} ms per B)")
                     if res["seen"]:
-                        print(f"      timed out (15 s): frames seen by {res['seen']} of {k}")
+                        print(f"      timed out (15 s): frames seen by {res['seen']} of {k}; "
+                              f"B (worker, index) ever missing one: {res['missing'][:12]}")
             await admin.aclose()
         finally:
             host.stop()
