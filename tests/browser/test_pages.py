@@ -150,8 +150,10 @@ async def test_remote_fields_are_read_only_and_name_their_instance(
     _, alice = await logged_in(browser, site, "alice")
     await open_item(alice, site)
     field = alice.locator("#field-upstream")
+    # An item not linked to the host says so beside where the field comes from.
     await expect(field.locator(".remote")).to_have_text(
-        "read-only, from https://upstream.example")
+        "read-only, from https://upstream.example · not linked")
+    await expect(field.locator(".remote")).to_have_attribute("data-state", "unlinked")
     await expect(field.locator("button")).to_have_count(0)
     await expect(alice.locator("#field-title button.edit")).to_have_count(1)
 
