@@ -204,7 +204,11 @@ async def test_idle_process_does_not_hold_rounds_back() -> None:
         backend.value(1, "title", n)
         hub.wake()
     await settle(0.2)
-    assert hub._pacer.held_back == 0
+    # Held back, each round would wait until 60 ms after the last began: updates come
+    # every 40 ms, so about 20 ms for each of the 7 later rounds, 0.14 s in all. On a
+    # loaded machine a recheck may still see the loop busy for a few milliseconds (CI
+    # saw 33 ms in all once), so the bound sits between the two.
+    assert hub._pacer.held_back < 0.1
     for client in clients:
         # One frame per update: none waited for the next to share its frame.
         assert [len(f["updates"]) for f in client.frames] == [1] * 8
