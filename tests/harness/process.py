@@ -97,7 +97,7 @@ class RunningInstance:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         with self.log_path.open("ab") as log:
             log.write(f"---- harness: starting {self.name} at {time.strftime('%X')}\n".encode())
             log.flush()
@@ -109,7 +109,7 @@ class RunningInstance:
         STARTED[self.data_dir] = self
         self.wait_healthy(timeout)
 
-    def wait_healthy(self, timeout: float = 30.0) -> None:
+    def wait_healthy(self, timeout: float = 60.0) -> None:
         assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
