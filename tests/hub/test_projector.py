@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from hub.changes import Change, ChangeKind
-from hub.projector import Audience, project
+from hub.projector import Audience, Projector, ProjectorConfig, project
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -36,3 +37,55 @@ def test_a_rights_change_owes_no_ping() -> None:
     rights = Change(event=5, kind=ChangeKind.RIGHTS, at=AT, subject=1)
     sub = Audience(1, "https://a/federation/items/3", 3, frozenset({"title"}), 7, 1)
     assert project([rights], [], [sub]) == ([], [])
+
+
+class MemoryStore:
+    """The ProjectorStore interface over a list; counts the transactions that write."""
+
+    def __init__(self) -> None:
+        self.log: list[Change] = []
+        self.durable = 0
+        self.commits: list[tuple[int, int, int]] = []  # (before, after, owed)
+        self.subscribed: set[int] = set()
+
+    async def cursor(self) -> int:
+        return self.durable
+
+    async def read(self, after: int, limit: int) -> list[Change]:
+        return [c for c in self.log if c.event > after][:limit]
+
+    async def audience(self, items: dict[int, int | None]) -> list[Audience]:
+        return [Audience(1, f"https://a/federation/items/{i}", i, frozenset({"title"}), 7, 1)
+                for i in items if i in self.subscribed]
+
+    async def tracker_audience(self, tracker: int | None) -> list[Audience]:
+        return []
+
+    async def commit(self, owed: Any, endings: Any, before: int, after: int, now: datetime
+                     ) -> bool:
+        if before != self.durable:
+            return False
+        self.commits.append((before, after, len(owed)))
+        self.durable = after
+        return True
+
+    def save(self, item: int) -> None:
+        self.log.append(Change(event=len(self.log) + 1, kind=ChangeKind.VALUE, at=AT,
+                               item=item, tracker=7, field="title", item_version=1))
+
+
+async def test_batches_that_owe_nothing_do_not_write_per_save() -> None:
+    store = MemoryStore()
+    projector = Projector(store, ProjectorConfig(cursor_flush=3600))
+    for _ in range(5):  # saves nobody subscribed to: no write transaction each
+        store.save(1)
+        await projector.run_once()
+    assert store.commits == []
+    store.subscribed.add(2)
+    store.save(2)  # owed: one commit moves the durable cursor over all six
+    await projector.run_once()
+    assert store.commits == [(0, 6, 1)]
+    store.save(1)
+    await projector.run_once()
+    await projector.stop()  # what is only in memory is written down at stop
+    assert store.commits[-1] == (6, 7, 0) and store.durable == 7

@@ -1,4 +1,4 @@
-"""What goes wrong between instances, on SQLite: a key rotation while serving, a partner
+"""What goes wrong between instances, on SQLite and PostgreSQL: a key rotation while serving, a partner
 whose callback hangs or fails, a sender whose clock is an hour ahead."""
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ import pytest
 from tests.harness import eventually
 from tests.scenarios.conftest import World, callback_of, mirrored, sign_ping
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.parametrize("world", ["sqlite", "postgres"], indirect=True, scope="module"),
+]
 
 OVERLAP = 4.0  # seconds the previous key still verifies after the rotation
 
