@@ -1,5 +1,5 @@
-"""What goes wrong between instances, on SQLite and PostgreSQL: a key rotation while serving, a partner
-whose callback hangs or fails, a sender whose clock is an hour ahead."""
+"""What goes wrong between instances, on SQLite and PostgreSQL: a key rotation while
+serving, a partner whose callback hangs or fails, a sender whose clock is an hour ahead."""
 
 from __future__ import annotations
 
