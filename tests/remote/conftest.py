@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,20 +146,6 @@ class Pair:
             return await c.post(callback, content=body, headers=headers)
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], within: float = 10.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            result = await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        else:
-            if result is not False:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError("condition never held")
-        await asyncio.sleep(0.05)
 
 
 def _clone(request: pytest.FixtureRequest, tmp: Path, backend: str, label: str) -> str:

@@ -11,7 +11,8 @@ import pytest
 
 from instance.federation.service import FEDERATION_KEY
 from tests.conftest import PASSWORD
-from tests.remote.conftest import Pair, eventually
+from tests.harness.wait import eventually
+from tests.remote.conftest import Pair
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
