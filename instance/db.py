@@ -13,9 +13,10 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Result
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import Executable, Select
 
 S = TypeVar("S", bound=AsyncSession)
+Q = TypeVar("Q", bound=Select[Any])
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -98,6 +99,14 @@ class Database:
                         yield session
             finally:
                 await conn.close()
+
+    def claimable(self, query: Q, *, of: Any = None) -> Q:
+        """``query`` as a claim of queue rows: on PostgreSQL several processes share a
+        queue, so each locks the rows it takes and skips those another has locked.
+        SQLite has one writer at a time and no row locks."""
+        if self.is_sqlite:
+            return query
+        return query.with_for_update(skip_locked=True, of=of)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -276,8 +276,7 @@ class SqlDeliveryStore:
             or_(and_(_D.state.in_(WAITING), _D.next_attempt_at <= now, ~busy),
                 and_(_D.state == DeliveryState.IN_FLIGHT.value, _D.claimed_until < now)))
             .order_by(_D.next_attempt_at, _D.id).limit(limit))
-        if not self.db.is_sqlite:
-            due = due.with_for_update(skip_locked=True, of=_D)
+        due = self.db.claimable(due, of=_D)
         async with self.db.write() as session:
             rows = list((await session.execute(due)).scalars())
             # One row per pair: a stale in-flight row beside a newer waiting one folds

@@ -163,10 +163,7 @@ class SqlIntentStore:
                           or_(FederationIntent.claimed_until.is_(None),
                               FederationIntent.claimed_until < now))
                    .order_by(FederationIntent.next_attempt_at).limit(limit))
-            if not self.db.is_sqlite:
-                # Several processes share the queue: each claims rows the others did not.
-                due = due.with_for_update(skip_locked=True)
-            rows = list((await session.execute(due)).scalars())
+            rows = list((await session.execute(self.db.claimable(due))).scalars())
             claimed = []
             for row in rows:
                 row.challenge = new_challenge()

@@ -106,10 +106,6 @@ class SqlRemoteStore:
         self.base_url = base_url
         self.lease_seconds = lease_seconds
 
-    def _skip_locked(self, query: object) -> object:
-        return query if self.db.is_sqlite else query.with_for_update(  # type: ignore[attr-defined]
-            skip_locked=True)
-
     async def claim_fetches(self, now: datetime, limit: int, hold: timedelta) -> list[FetchJob]:
         async with self.db.write() as session:
             due = (select(RemoteSubscription)
@@ -117,7 +113,7 @@ class SqlRemoteStore:
                           or_(RemoteSubscription.fetch_claimed_until.is_(None),
                               RemoteSubscription.fetch_claimed_until < now))
                    .order_by(RemoteSubscription.fetch_due_at).limit(limit))
-            rows = list((await session.execute(self._skip_locked(due))).scalars())  # type: ignore[call-overload]
+            rows = list((await session.execute(self.db.claimable(due))).scalars())
             for row in rows:
                 row.fetch_claimed_until = now + hold
             return [FetchJob(r.id, r.topic, r.etag, r.fetch_attempts) for r in rows]
@@ -197,7 +193,7 @@ class SqlRemoteStore:
                 & RemoteSubscription.hub_request.is_(None)),
             ).order_by(RemoteSubscription.id).limit(limit))
             jobs = []
-            for sub in (await session.execute(self._skip_locked(due))).scalars():  # type: ignore[call-overload]
+            for sub in (await session.execute(self.db.claimable(due))).scalars():
                 mode = sub.hub_request or "subscribe"
                 sub.hub_request = mode
                 sub.hub_request_due_at = now + hold
