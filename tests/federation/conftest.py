@@ -16,7 +16,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,20 +270,33 @@ async def make_world(app: Quart, base: str, partner: Peer, stranger: Peer, publi
     return world
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(module_database_url: str, tmp_path_factory: pytest.TempPathFactory
-                ) -> AsyncIterator[World]:
+@asynccontextmanager
+async def open_world(database_url: str, tmp_path_factory: pytest.TempPathFactory,
+                     peer: Callable[..., Peer] = Peer,
+                     configure: Callable[[Quart], None] | None = None
+                     ) -> AsyncIterator[World]:
+    """A hub app on ``database_url`` with partner "b", stranger "c" and a plain WebSub
+    subscriber, all serving; ``configure`` may adjust the app before it starts."""
     root = tmp_path_factory.mktemp("peers")
     peers = []
     for name in ("b", "c"):
         store = KeyStore(root / name)
         store.generate(time.time())
-        peers.append(Peer(name, store))
+        peers.append(peer(name, store))
     partner, stranger = peers
-    public = Peer("websub")
-    settings = hub_settings(tmp_path_factory.mktemp("hub"), module_database_url)
+    public = peer("websub")
+    settings = hub_settings(tmp_path_factory.mktemp("hub"), database_url)
     KeyStore(settings.data_dir / "keys").generate(time.time())
     app = create_app(settings, database=Database(settings.effective_database_url),
                      verifier_config=TEST_VERIFIER)
+    if configure is not None:
+        configure(app)
     async with serving([partner, stranger, public]), app.test_app():
         yield await make_world(app, settings.base_url, partner, stranger, public)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(module_database_url: str, tmp_path_factory: pytest.TempPathFactory
+                ) -> AsyncIterator[World]:
+    async with open_world(module_database_url, tmp_path_factory) as world:
+        yield world

@@ -19,14 +19,12 @@ from sqlalchemy import select
 
 from hub.delivery import DeliveryConfig
 from hub.projector import ProjectorConfig
-from instance.app import create_app
 from instance.db import Database
 from instance.federation.service import FEDERATION_KEY, FederationService
 from instance.models import FederationDelivery
-from keys.store import KeyStore
 from protocol.delivery import RetryPolicy
 from protocol.signatures import verify_request
-from tests.federation.conftest import TEST_VERIFIER, Peer, World, hub_settings, make_world, serving
+from tests.federation.conftest import Peer, World, open_world
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -85,26 +83,18 @@ def name_of(callback: str) -> str:
     return callback.split("/callback/")[1].split("?")[0]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(module_database_url: str, tmp_path_factory: pytest.TempPathFactory
-                ) -> AsyncIterator[World]:
-    root = tmp_path_factory.mktemp("peers")
-    peers = []
-    for name in ("b", "c"):
-        store = KeyStore(root / name)
-        store.generate(time.time())
-        peers.append(Subscriber(name, store))
-    partner, stranger = peers
-    public = Subscriber("websub")
-    settings = hub_settings(tmp_path_factory.mktemp("hub"), module_database_url)
-    KeyStore(settings.data_dir / "keys").generate(time.time())
-    app = create_app(settings, database=Database(settings.effective_database_url),
-                     verifier_config=TEST_VERIFIER)
+def _fast_delivery(app: Quart) -> None:
     service: FederationService = app.extensions[FEDERATION_KEY]
     service.delivery_config = TEST_DELIVERY
     service.projector_config = ProjectorConfig(poll_interval=0.2)
-    async with serving([partner, stranger, public]), app.test_app():
-        yield await make_world(app, settings.base_url, partner, stranger, public)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(module_database_url: str, tmp_path_factory: pytest.TempPathFactory
+                ) -> AsyncIterator[World]:
+    async with open_world(module_database_url, tmp_path_factory, Subscriber,
+                          _fast_delivery) as world:
+        yield world
 
 
 def svc(world: World) -> FederationService:
