@@ -1,0 +1,247 @@
+"""The item page's history and title, Enter on a dropdown, and saves that fail: the server
+down, the session ended elsewhere. One instance for the module; each test its own item."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from tests.browser.conftest import PASSWORD, Site, logged_in, open_item, populate
+from tests.harness import RunningInstance
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningInstance]:
+    server = RunningInstance.create(Path(tmp_path_factory.mktemp("item-history")), "browser")
+    server.start()
+    populate(server)
+    yield server
+    server.stop()
+
+
+@contextmanager
+def client(server: RunningInstance, user: str | None = None) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url) as http:
+        if user is not None:
+            password = "harness admin password" if user == "admin" else PASSWORD
+            http.post("/api/login", json={"username": user, "password": password}
+                      ).raise_for_status()
+        yield http
+
+
+def new_item(server: RunningInstance, **values: Any) -> Site:
+    with client(server, "admin") as admin:
+        r = admin.post("/api/trackers/bugs/items", json={"fields": values})
+        r.raise_for_status()
+        return Site(server, r.json()["id"])
+
+
+def save(http: httpx.Client, item: int, field: str, value: Any) -> None:
+    http.patch(f"/api/items/{item}/fields/{field}", json={"value": value}).raise_for_status()
+
+
+def test_history_api_pages_newest_first_and_hides_unreadable_fields(
+    shared: RunningInstance,
+) -> None:
+    site = new_item(shared, title="v0", notes="SECRET-0")
+    with client(shared, "admin") as admin:
+        for n in range(1, 6):
+            save(admin, site.item, "title", f"v{n}")
+            save(admin, site.item, "notes", f"SECRET-{n}")
+    with client(shared, "carol") as carol:
+        seen: list[dict[str, Any]] = []
+        before: int | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 2, **({"before": before} if before else {})}
+            r = carol.get(f"/api/items/{site.item}/history", params=params)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert len(body["changes"]) == 2 or body["next_before"] is None
+            assert "SECRET" not in r.text and '"notes"' not in r.text
+            seen += body["changes"]
+            if (before := body["next_before"]) is None:
+                break
+        # Every title change, newest first, with who, when, old and new value.
+        assert [c["value"] for c in seen] == [f"v{n}" for n in range(5, -1, -1)]
+        assert [c["old_value"] for c in seen] == [f"v{n}" for n in range(4, -1, -1)] + [None]
+        assert all(c["by"] == "admin" and c["at"] and c["field"] == "title" for c in seen)
+        events = [c["event"] for c in seen]
+        assert events == sorted(events, reverse=True)
+        # A field carol may not read answers exactly as one that does not exist.
+        hidden = carol.get(f"/api/items/{site.item}/history", params={"field": "notes"})
+        missing = carol.get(f"/api/items/{site.item}/history", params={"field": "nosuch"})
+        assert hidden.status_code == missing.status_code == 404
+        assert hidden.json()["error"] == missing.json()["error"]
+        assert "SECRET" not in hidden.text
+        # Bad cursors are the caller's mistake.
+        assert carol.get(f"/api/items/{site.item}/history", params={"before": "x"}
+                         ).status_code == 400
+    with client(shared, "alice") as alice:
+        r = alice.get(f"/api/items/{site.item}/history", params={"field": "notes", "limit": 3})
+        assert [c["value"] for c in r.json()["changes"]] == ["SECRET-5", "SECRET-4", "SECRET-3"]
+    with client(shared) as anonymous:
+        assert anonymous.get(f"/api/items/{site.item}/history").status_code == 404
+
+
+def test_a_write_with_an_ended_session_is_a_401_not_a_missing_field(
+    shared: RunningInstance,
+) -> None:
+    site = new_item(shared, title="session test")
+    with client(shared, "alice") as alice:
+        cookie = dict(alice.cookies)
+    with client(shared) as elsewhere:  # the same login, logged out in another tab
+        elsewhere.cookies.update(cookie)
+        assert elsewhere.post("/api/logout").status_code == 204
+    with client(shared) as stale:
+        stale.cookies.update(cookie)
+        r = stale.patch(f"/api/items/{site.item}/fields/title", json={"value": "x"})
+        assert r.status_code == 401, r.text
+        assert r.json()["error"] == "session_ended"
+        assert "log in again" in r.json()["detail"]
+        # Reading stays anonymous: a logged-out browser still browses.
+        page = stale.get(f"/items/{site.item}")
+        assert page.status_code == 302 and "/login" in page.headers["location"]
+    with client(shared) as anonymous:
+        # No cookie at all: the answer is the one for a field that does not exist.
+        hidden = anonymous.patch(f"/api/items/{site.item}/fields/notes", json={"value": "x"})
+        missing = anonymous.patch(f"/api/items/{site.item}/fields/nosuch", json={"value": "x"})
+        assert hidden.status_code == missing.status_code != 401
+        assert hidden.json()["error"] == missing.json()["error"]
+
+
+async def history_fields(page: Page) -> list[str]:
+    return await page.eval_on_selector_all(
+        "#history-list .change", "es => es.map(e => e.dataset.field)")
+
+
+async def test_history_title_and_enter_on_a_dropdown(browser: Browser, shared: RunningInstance
+                                                     ) -> None:
+    site = new_item(shared, title="Printer on fire", status="open", notes="SECRET-0")
+    with client(shared, "admin") as admin:
+        for n in range(1, 23):
+            save(admin, site.item, "title", f"Printer on fire {n}")
+        for n in range(1, 4):
+            save(admin, site.item, "notes", f"SECRET-{n}")
+    _, carol = await logged_in(browser, site, "carol")
+    _, alice = await logged_in(browser, site, "alice")
+    await open_item(carol, site)
+    # The heading and the window title are the item's title, not "#ID".
+    await expect(carol.locator("h1")).to_have_text("Printer on fire 22")
+    assert (await carol.title()).startswith("Printer on fire 22 · Bugs")
+    # Newest first, a page at a time: 24 changes carol may read (title 23, status 1).
+    entries = carol.locator("#history-list .change")
+    await expect(entries).to_have_count(20)
+    first = entries.first
+    await expect(first.locator(".change-who")).to_have_text("admin")
+    await expect(first.locator(".change-field")).to_have_text("Title")
+    await expect(first.locator(".change-old")).to_have_text("Printer on fire 21")
+    await expect(first.locator(".change-new")).to_have_text("Printer on fire 22")
+    await expect(first.locator("time")).to_have_text(re.compile(r"\d"))
+    await carol.click("#history-more")
+    await expect(entries).to_have_count(24)
+    await expect(carol.locator("#history-more")).to_be_hidden()
+    await expect(entries.last.locator(".change-old")).to_have_text("—")  # set on creation
+    assert set(await history_fields(carol)) == {"title", "status"}
+    # One field's changes.
+    await carol.select_option("#history-field", "status")
+    await expect(entries).to_have_count(1)
+    await expect(entries.first.locator(".change-new")).to_have_text("open")
+    await carol.select_option("#history-field", "")
+    await expect(entries).to_have_count(20)
+
+    # Alice, who may read the notes, sees their changes too.
+    await open_item(alice, site)
+    await alice.select_option("#history-field", "notes")
+    await expect(alice.locator("#history-list .change")).to_have_count(4)
+    # Enter saves a dropdown.
+    await alice.click("#field-status button.edit")
+    await alice.locator("#input-status").select_option("closed")
+    await alice.locator("#input-status").press("Enter")
+    await expect(alice.locator("#value-status")).to_have_text("closed")
+    # Carol's page: the new change on top, live; the heading follows the title.
+    await expect(entries.first.locator(".change-field")).to_have_text("Status")
+    await expect(entries.first.locator(".change-old")).to_have_text("open")
+    await expect(entries.first.locator(".change-new")).to_have_text("closed")
+    await alice.click("#field-title button.edit")
+    await alice.fill("#input-title", "Printer fixed")
+    await alice.locator("#input-title").press("Enter")
+    await expect(carol.locator("h1")).to_have_text("Printer fixed")
+    await expect(entries.first.locator(".change-new")).to_have_text("Printer fixed")
+    assert (await carol.title()).startswith("Printer fixed · Bugs")
+    # A change carol may not read never shows up in her history.
+    await alice.click("#field-notes button.edit")
+    await alice.fill("#input-notes", "SECRET-LIVE")
+    await alice.click("#field-notes button[type=submit]")
+    await expect(alice.locator("#history-list .change").first.locator(".change-new")
+                 ).to_have_text("SECRET-LIVE")
+    await asyncio.sleep(0.5)
+    assert "notes" not in await history_fields(carol)
+    assert "SECRET" not in await carol.content()
+
+
+async def test_logged_out_elsewhere_keeps_the_draft(browser: Browser, shared: RunningInstance
+                                                    ) -> None:
+    site = new_item(shared, title="Before logout")
+    here, alice = await logged_in(browser, site, "alice")
+    await open_item(alice, site)
+    await alice.click("#field-title button.edit")
+    await alice.fill("#input-title", "typed before the logout")
+    # The same login in another tab logs out.
+    elsewhere = await browser.new_context(base_url=site.url,
+                                          storage_state=await here.storage_state())
+    assert (await elsewhere.request.post("/api/logout")).status == 204
+    await elsewhere.close()
+    # The socket hears the session ended: the header and the page say so.
+    await expect(alice.locator("header .who")).not_to_contain_text("alice")
+    await expect(alice.locator("#login-again")).to_be_visible()
+    await expect(alice.locator("#session-note")).to_contain_text("logged out")
+    await alice.click("#field-title button[type=submit]")
+    await expect(alice.locator("#field-title .note")).to_contain_text("you were logged out")
+    await expect(alice.locator("#input-title")).to_have_value("typed before the logout")
+    # Logging in again brings the draft back into the editor, and it saves.
+    await alice.click("#login-again")
+    await alice.fill("#username", "alice")
+    await alice.fill("#password", PASSWORD)
+    await alice.click("button[type=submit]")
+    await alice.wait_for_url(f"{site.url}/items/{site.item}")
+    await expect(alice.locator("#input-title")).to_have_value("typed before the logout")
+    await expect(alice.locator("#field-title .note")).to_contain_text("restored")
+    await alice.click("#field-title button[type=submit]")
+    await expect(alice.locator("#value-title")).to_have_text("typed before the logout")
+    await expect(alice.locator("h1")).to_have_text("typed before the logout")
+    # Saved: the draft is gone, a reload opens no editor.
+    await alice.reload()
+    await expect(alice.locator("#value-title")).to_have_text("typed before the logout")
+    await expect(alice.locator("#input-title")).to_have_count(0)
+
+
+async def test_server_down_mid_edit_keeps_the_text(browser: Browser, shared: RunningInstance
+                                                   ) -> None:
+    site = new_item(shared, title="Server test", notes="before")
+    _, alice = await logged_in(browser, site, "alice")
+    await open_item(alice, site)
+    await alice.click("#field-notes button.edit")
+    await alice.fill("#input-notes", "typed while the server is down")
+    shared.stop()
+    try:
+        await alice.click("#field-notes button[type=submit]")
+        note = alice.locator("#field-notes .note")
+        await expect(note).to_contain_text("cannot reach the server")
+        await expect(alice.locator("#input-notes")).to_have_value(
+            "typed while the server is down")
+        await expect(alice.locator("#value-notes")).to_have_text("before")
+    finally:
+        shared.start()
+    await expect(alice.locator("#conn")).to_have_attribute("data-state", "live", timeout=15000)
+    await expect(note).to_contain_text("server is back")
+    await alice.click("#field-notes button[type=submit]")
+    await expect(alice.locator("#value-notes")).to_have_text("typed while the server is down")
+    await expect(alice.locator("#input-notes")).to_have_count(0)
