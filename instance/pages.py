@@ -114,4 +114,5 @@ async def item(item_id: int) -> str | Response:
     return await _page("item.html", item=view, tracker=tracker_row, can_link=can_link,
                        heading=item_heading(view),
                        page={"item": view, "options": options, "tracker": tracker_row.name,
+                             "user": user.username if user else None,
                              "position": {"epoch": epoch, "offset": offset}})

@@ -238,6 +238,8 @@
   }
 
   function forget(name) {
+    // No longer readable: its draft (which may quote the old value) goes with it.
+    dropDraft(fields.get(name));
     fields.get(name).section.remove();
     fields.delete(name);
     // Its changes go too: the history shows only fields the user may read now.
@@ -287,7 +289,8 @@
 
   // Drafts live in sessionStorage until saved or cancelled: a reload, or logging in
   // again after the session ended elsewhere, brings them back into the editor.
-  const draftKey = (state) => `fieldcast:draft:${itemId}:${state.name}`;
+  // Per user: another login in this tab does not get them.
+  const draftKey = (state) => `fieldcast:draft:${page.user || ""}:${itemId}:${state.name}`;
 
   function keepDraft(state) {
     if (!state.input) return;
@@ -401,7 +404,7 @@
       // in another tab), so the save was anonymous; /api/me tells which it was.
       sessionEnded();
       state.unsaved = "logged out";
-      note(state, LOGGED_OUT, "error");
+      note(state, signedIn ? LOGGED_OUT : "Not saved: log in to save; your text is kept.", "error");
     } else {
       note(state, (r.data && r.data.detail) || `could not save (${r.status})`, "error");
     }
@@ -656,6 +659,7 @@
   let historyRun = 0; // answers to an older filter are dropped
   let newerBusy = null;
   let newerAgain = false;
+  let newerTimer = null;
 
   function historyUrl(before) {
     const q = new URLSearchParams({ limit: String(HISTORY_PAGE) });
@@ -720,8 +724,14 @@
     historyEmpty();
   }
 
-  // Changes newer than the newest shown go on top (coalesced while one fetch runs).
-  async function loadNewer() {
+  // Changes newer than the newest shown go on top. Live frames carry no old value, so
+  // this asks the server; a short, jittered wait turns a burst of updates (or many pages
+  // watching one item) into one request each, spread out.
+  function loadNewer() {
+    newerTimer ??= setTimeout(() => { newerTimer = null; fetchNewer(); }, 150 + Math.random() * 350);
+  }
+
+  async function fetchNewer() {
     if (newerBusy) { newerAgain = true; return; }
     newerBusy = (async () => {
       do {

@@ -48,75 +48,6 @@ def save(http: httpx.Client, item: int, field: str, value: Any) -> None:
     http.patch(f"/api/items/{item}/fields/{field}", json={"value": value}).raise_for_status()
 
 
-def test_history_api_pages_newest_first_and_hides_unreadable_fields(
-    shared: RunningInstance,
-) -> None:
-    site = new_item(shared, title="v0", notes="SECRET-0")
-    with client(shared, "admin") as admin:
-        for n in range(1, 6):
-            save(admin, site.item, "title", f"v{n}")
-            save(admin, site.item, "notes", f"SECRET-{n}")
-    with client(shared, "carol") as carol:
-        seen: list[dict[str, Any]] = []
-        before: int | None = None
-        while True:
-            params: dict[str, Any] = {"limit": 2, **({"before": before} if before else {})}
-            r = carol.get(f"/api/items/{site.item}/history", params=params)
-            assert r.status_code == 200, r.text
-            body = r.json()
-            assert len(body["changes"]) == 2 or body["next_before"] is None
-            assert "SECRET" not in r.text and '"notes"' not in r.text
-            seen += body["changes"]
-            if (before := body["next_before"]) is None:
-                break
-        # Every title change, newest first, with who, when, old and new value.
-        assert [c["value"] for c in seen] == [f"v{n}" for n in range(5, -1, -1)]
-        assert [c["old_value"] for c in seen] == [f"v{n}" for n in range(4, -1, -1)] + [None]
-        assert all(c["by"] == "admin" and c["at"] and c["field"] == "title" for c in seen)
-        events = [c["event"] for c in seen]
-        assert events == sorted(events, reverse=True)
-        # A field carol may not read answers exactly as one that does not exist.
-        hidden = carol.get(f"/api/items/{site.item}/history", params={"field": "notes"})
-        missing = carol.get(f"/api/items/{site.item}/history", params={"field": "nosuch"})
-        assert hidden.status_code == missing.status_code == 404
-        assert hidden.json()["error"] == missing.json()["error"]
-        assert "SECRET" not in hidden.text
-        # Bad cursors are the caller's mistake.
-        assert carol.get(f"/api/items/{site.item}/history", params={"before": "x"}
-                         ).status_code == 400
-    with client(shared, "alice") as alice:
-        r = alice.get(f"/api/items/{site.item}/history", params={"field": "notes", "limit": 3})
-        assert [c["value"] for c in r.json()["changes"]] == ["SECRET-5", "SECRET-4", "SECRET-3"]
-    with client(shared) as anonymous:
-        assert anonymous.get(f"/api/items/{site.item}/history").status_code == 404
-
-
-def test_a_write_with_an_ended_session_is_a_401_not_a_missing_field(
-    shared: RunningInstance,
-) -> None:
-    site = new_item(shared, title="session test")
-    with client(shared, "alice") as alice:
-        cookie = dict(alice.cookies)
-    with client(shared) as elsewhere:  # the same login, logged out in another tab
-        elsewhere.cookies.update(cookie)
-        assert elsewhere.post("/api/logout").status_code == 204
-    with client(shared) as stale:
-        stale.cookies.update(cookie)
-        r = stale.patch(f"/api/items/{site.item}/fields/title", json={"value": "x"})
-        assert r.status_code == 401, r.text
-        assert r.json()["error"] == "session_ended"
-        assert "log in again" in r.json()["detail"]
-        # Reading stays anonymous: a logged-out browser still browses.
-        page = stale.get(f"/items/{site.item}")
-        assert page.status_code == 302 and "/login" in page.headers["location"]
-    with client(shared) as anonymous:
-        # No cookie at all: the answer is the one for a field that does not exist.
-        hidden = anonymous.patch(f"/api/items/{site.item}/fields/notes", json={"value": "x"})
-        missing = anonymous.patch(f"/api/items/{site.item}/fields/nosuch", json={"value": "x"})
-        assert hidden.status_code == missing.status_code != 401
-        assert hidden.json()["error"] == missing.json()["error"]
-
-
 async def history_fields(page: Page) -> list[str]:
     return await page.eval_on_selector_all(
         "#history-list .change", "es => es.map(e => e.dataset.field)")
@@ -194,11 +125,12 @@ async def test_logged_out_elsewhere_keeps_the_draft(browser: Browser, shared: Ru
     await open_item(alice, site)
     await alice.click("#field-title button.edit")
     await alice.fill("#input-title", "typed before the logout")
-    # The same login in another tab logs out.
-    elsewhere = await browser.new_context(base_url=site.url,
-                                          storage_state=await here.storage_state())
-    assert (await elsewhere.request.post("/api/logout")).status == 204
-    await elsewhere.close()
+    # Another tab of the same browser logs out (the cookie goes for both tabs).
+    other = await here.new_page()
+    await other.goto("/")
+    await other.click("#logout")
+    await other.wait_for_url(f"{site.url}/login")
+    await other.close()
     # The socket hears the session ended: the header and the page say so.
     await expect(alice.locator("header .who")).not_to_contain_text("alice")
     await expect(alice.locator("#login-again")).to_be_visible()
