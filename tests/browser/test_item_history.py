@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.browser.conftest import PASSWORD, Site, logged_in, open_item, populate
+from tests.browser.conftest import ARTIFACTS, PASSWORD, Site, logged_in, open_item, populate
 from tests.harness import RunningInstance
 
 
@@ -116,6 +116,8 @@ async def test_history_title_and_enter_on_a_dropdown(browser: Browser, shared: R
     await asyncio.sleep(0.5)
     assert "notes" not in await history_fields(carol)
     assert "SECRET" not in await carol.content()
+    ARTIFACTS.mkdir(exist_ok=True)
+    await carol.screenshot(path=str(ARTIFACTS / "item-history.png"), full_page=True)
 
 
 async def test_logged_out_elsewhere_keeps_the_draft(browser: Browser, shared: RunningInstance
