@@ -119,6 +119,22 @@ async def test_history_title_and_enter_on_a_dropdown(browser: Browser, shared: R
     ARTIFACTS.mkdir(exist_ok=True)
     await carol.screenshot(path=str(ARTIFACTS / "item-history.png"), full_page=True)
 
+    # Alice's read right on the notes ends: their changes leave her history at once, and
+    # come back with the right.
+    with client(shared, "admin") as admin:
+        admin.patch("/api/trackers/bugs/fields/notes", json={"read_groups": []}
+                    ).raise_for_status()
+        await expect(alice.locator("#field-notes")).to_have_count(0)
+        await expect(alice.locator("#history-field")).to_have_value("")
+        await expect(alice.locator("#history-list .change")).to_have_count(20)
+        assert "notes" not in await history_fields(alice)
+        assert "SECRET" not in await alice.content()
+        admin.patch("/api/trackers/bugs/fields/notes", json={"read_groups": ["Staff"]}
+                    ).raise_for_status()
+    await expect(alice.locator("#value-notes")).to_have_text("SECRET-LIVE")
+    await expect(alice.locator("#history-list .change").first.locator(".change-new")
+                 ).to_have_text("SECRET-LIVE")
+
 
 async def test_logged_out_elsewhere_keeps_the_draft(browser: Browser, shared: RunningInstance
                                                     ) -> None:
