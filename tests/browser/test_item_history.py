@@ -172,6 +172,26 @@ async def test_logged_out_elsewhere_keeps_the_draft(browser: Browser, shared: Ru
     await expect(alice.locator("#value-title")).to_have_text("typed before the logout")
     await expect(alice.locator("#input-title")).to_have_count(0)
 
+    # Logged out and back in from another tab: Save here just works, the header and the
+    # live socket come back.
+    await open_item(alice, site)
+    await alice.click("#field-title button.edit")
+    await alice.fill("#input-title", "saved after logging in elsewhere")
+    other = await here.new_page()
+    await other.goto("/")
+    await other.click("#logout")
+    await expect(alice.locator("#session-note")).to_be_visible()
+    await other.fill("#username", "alice")
+    await other.fill("#password", PASSWORD)
+    await other.click("button[type=submit]")
+    await other.wait_for_url(f"{site.url}/")
+    await other.close()
+    await alice.click("#field-title button[type=submit]")
+    await expect(alice.locator("#value-title")).to_have_text("saved after logging in elsewhere")
+    await expect(alice.locator("#session-note")).to_be_hidden()
+    await expect(alice.locator("header .who")).to_contain_text("alice")
+    await expect(alice.locator("#conn")).to_have_attribute("data-state", "live")
+
 
 async def test_server_down_mid_edit_keeps_the_text(browser: Browser, shared: RunningInstance
                                                    ) -> None:
