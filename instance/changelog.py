@@ -123,6 +123,12 @@ _REPLAY = _ROWS.where(
     _log.c.id <= bindparam("upto"), _log.c.kind == ChangeKind.VALUE.value,
     _log.c.item_id.in_(bindparam("items", expanding=True)),
 )
+_HISTORY = (
+    _COLUMNS.where(_log.c.kind == ChangeKind.VALUE.value, _log.c.item_id == bindparam("item"),
+                   _log.c.field_id.in_(bindparam("fields", expanding=True)),
+                   _log.c.id < bindparam("before"))
+    .order_by(_log.c.id.desc()).limit(bindparam("limit"))
+)
 _HEAD = select(_counter.c.value).where(_counter.c.id == 1)
 _EPOCH = select(_meta.c.value).where(_meta.c.key == "log_epoch")
 
@@ -176,6 +182,23 @@ async def recent(session: AsyncSession, tracker_id: int, field_ids: Iterable[int
     rows = (await run(session, _RECENT, {"tracker": tracker_id, "fields": ids,
                                          "limit": limit})).all()
     return [_change(r) for r in rows]
+
+
+async def history(session: AsyncSession, item_id: int, field_ids: Iterable[int], *,
+                  before: int, limit: int) -> tuple[list[Change], int | None]:
+    """One item's value rows of these fields before event ``before``, newest first, and
+    the ``before`` of the next page (None on the last).
+
+    The caller passes only fields the reader may read: every row scanned is one they
+    may see, so pages are full and the cursor is always an event they were shown.
+    """
+    ids = list(field_ids)
+    if not ids:
+        return [], None
+    rows = (await run(session, _HISTORY, {"item": item_id, "fields": ids, "before": before,
+                                          "limit": limit + 1})).all()
+    out = [_change(r) for r in rows[:limit]]
+    return out, (out[-1].event if len(rows) > limit else None)
 
 
 async def visible(

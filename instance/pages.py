@@ -78,6 +78,20 @@ def _feed_links(slug: str, fields: list[FieldDef]) -> dict[str, str] | None:
     return {"self": feed_url(base, slug), "hub": hub_url(base)}
 
 
+def item_heading(view: dict[str, Any]) -> str:
+    """An item's title as its page shows it: the value of its readable field named
+    "title", else of its first readable one-line text field, else "#ID".
+
+    Only readable fields are in ``view``; static/fieldcast.js applies the same rule when
+    values or rights change while the page is open.
+    """
+    shown: dict[str, Any] = view["fields"]
+    name = "title" if "title" in shown else next(
+        (n for n, f in shown.items() if f["type"] == "text"), None)
+    value = shown[name]["value"] if name is not None else None
+    return value.strip() if isinstance(value, str) and value.strip() else f"#{view['id']}"
+
+
 @bp.get("/items/<int:item_id>")
 async def item(item_id: int) -> str | Response:
     user, who = await caller()
@@ -98,5 +112,7 @@ async def item(item_id: int) -> str | Response:
     options = {f.name: f.options for f in fields if f.readable_by(who)}
     can_link = who.is_admin and any(f.type == "remote" for f in fields)
     return await _page("item.html", item=view, tracker=tracker_row, can_link=can_link,
-                       page={"item": view, "options": options,
+                       heading=item_heading(view),
+                       page={"item": view, "options": options, "tracker": tracker_row.name,
+                             "user": user.username if user else None,
                              "position": {"epoch": epoch, "offset": offset}})

@@ -120,6 +120,9 @@ def same_origin(origin: str | None, host: str) -> bool:
     return (theirs.scheme, theirs.netloc) == (own.scheme, own.netloc) or theirs.netloc == host
 
 
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
 async def caller() -> tuple[User | None, Principal]:
     """The user behind this request and their groups: one query, once per request."""
     if "fc_principal" in g:
@@ -129,7 +132,7 @@ async def caller() -> tuple[User | None, Principal]:
                              request.cookies.get(SESSION_COOKIE))
         builtin = await state().builtin_groups(session)
     principal = principal_from(who.user, who.member_of, builtin)
-    if who.via == "session" and request.method not in ("GET", "HEAD", "OPTIONS"):
+    if who.via == "session" and request.method not in SAFE_METHODS:
         origin = request.headers.get("Origin")
         # Our JSON-only bodies stop plain forms; this stops the rest.
         if not same_origin(origin, request.headers.get("Host", "")):
@@ -143,15 +146,31 @@ async def caller() -> tuple[User | None, Principal]:
         async with db().write() as session:
             await accounts.touch_token(session, who.credential[1])
     g.fc_user, g.fc_principal, g.fc_via = who.user, principal, who.via
+    # A cookie that names no live session: the browser thinks it is logged in.
+    g.fc_session_ended = who.via == "anonymous" and bool(request.cookies.get(SESSION_COOKIE))
     return who.user, principal
 
 
+def _refuse_ended_session() -> None:
+    """A write sent with an ended session's cookie is refused as such (401), before any
+    lookup: answering as the anonymous caller it became would say "no such field", and
+    the user would not learn that logging in again is all it takes. Reads stay anonymous
+    (a logged-out browser simply browses), and a caller with no cookie hears nothing new.
+    """
+    if g.get("fc_session_ended") and request.method not in SAFE_METHODS:
+        raise ApiError(401, "session_ended", "your session ended (logged out, expired, or "
+                       "the password changed); log in again")
+
+
 async def principal() -> Principal:
-    return (await caller())[1]
+    who = (await caller())[1]
+    _refuse_ended_session()
+    return who
 
 
 async def require_login() -> tuple[User, Principal]:
     user, who = await caller()
+    _refuse_ended_session()
     if user is None:
         raise ApiError(401, "login_required", "log in (POST /api/login) or send an API token")
     return user, who

@@ -34,10 +34,11 @@
   }
 
   // ---- every page ------------------------------------------------------------------
-  $("#logout")?.addEventListener("click", async () => {
+  async function logout() {
     await api("POST", "/api/logout");
     location.href = "/login";
-  });
+  }
+  $("#logout")?.addEventListener("click", logout);
 
   function backTo() {
     // Only a path on this site: ?next=//evil.example or https://… must not redirect away.
@@ -108,6 +109,8 @@
   const fieldsNode = $("#fields");
   const fields = new Map(); // name -> state of that field on screen
   let deleted = false;
+  const signedIn = Boolean($("#logout")); // the page was rendered for a logged-in user
+  let loggedOut = false; // ...whose session has ended since
 
   const show = (value) => (value === null || value === undefined || value === "" ? "—" : String(value));
   const when = (iso) => (iso ? new Date(iso).toLocaleString() : "");
@@ -202,8 +205,9 @@
     const readable = new Set(readableNames);
     const editable = new Set(editableNames || []);
     for (const name of [...fields.keys()]) {
-      if (!readable.has(name)) { fields.get(name).section.remove(); fields.delete(name); }
+      if (!readable.has(name)) forget(name);
     }
+    fieldsChanged();
     for (const [name, state] of fields) setEditable(state, editable.has(name));
     if (readableNames.some((name) => !fields.has(name))) reloadItem();
   }
@@ -212,6 +216,36 @@
     fieldsNode.replaceChildren();
     fields.clear();
     for (const [name, data] of Object.entries(item.fields)) fieldsNode.append(render(name, data));
+  }
+
+  // The fields on screen, in the tracker's order.
+  function shownFields() {
+    return [...fieldsNode.querySelectorAll(":scope > .field")]
+      .map((section) => fields.get(section.dataset.field)).filter(Boolean);
+  }
+
+  // The same rule as pages.item_heading: the readable "title" field, else the first
+  // readable one-line text field, else "#ID". Run again whenever values or rights change,
+  // so a title the user may no longer read does not stay in the heading.
+  function updateHeading() {
+    const shown = shownFields();
+    const source = fields.get("title") || shown.find((state) => state.type === "text");
+    const value = source && typeof source.value === "string" ? source.value.trim() : "";
+    const heading = value || `#${itemId}`;
+    const h1 = $("#item-title");
+    if (h1 && h1.textContent !== heading) h1.textContent = heading;
+    document.title = `${heading} · ${page.tracker} · fieldcast`;
+  }
+
+  function forget(name) {
+    // No longer readable: its draft (which may quote the old value) goes with it.
+    dropDraft(fields.get(name));
+    fields.get(name).section.remove();
+    fields.delete(name);
+    // Its changes go too: the history shows only fields the user may read now.
+    for (const entry of historyList.querySelectorAll(".change")) {
+      if (entry.dataset.field === name) entry.remove();
+    }
   }
 
   function flash(state) {
@@ -224,6 +258,7 @@
     Object.assign(state, { value, version, updatedBy: by, updatedAt: at });
     state.valueNode.textContent = show(value);
     state.metaNode.textContent = meta(state);
+    updateHeading();
   }
 
   function editorFor(state) {
@@ -252,11 +287,47 @@
     return raw;
   }
 
-  function startEdit(state) {
+  // Drafts live in sessionStorage until saved or cancelled: a reload, or logging in
+  // again after the session ended elsewhere, brings them back into the editor.
+  // Per user: another login in this tab does not get them.
+  const draftKey = (state) => `fieldcast:draft:${page.user || ""}:${itemId}:${state.name}`;
+
+  function keepDraft(state) {
+    if (!state.input) return;
+    try {
+      sessionStorage.setItem(draftKey(state), JSON.stringify({ text: state.input.value, base: state.baseVersion }));
+    } catch { /* storage full or disabled: the editor still holds the text */ }
+  }
+
+  function dropDraft(state) {
+    try { sessionStorage.removeItem(draftKey(state)); } catch { /* see keepDraft */ }
+  }
+
+  function restoreDrafts() {
+    for (const state of fields.values()) {
+      let draft = null;
+      try { draft = JSON.parse(sessionStorage.getItem(draftKey(state)) || "null"); } catch { /* a bad entry */ }
+      if (!draft || typeof draft.text !== "string" || !state.canEdit) continue;
+      startEdit(state, false);
+      state.input.value = draft.text;
+      // The version the draft was based on: if the field moved on, saving shows the conflict.
+      if (Number.isInteger(draft.base)) state.baseVersion = draft.base;
+      note(state, "Your unsaved text was restored; press Save to save it.");
+    }
+  }
+
+  function note(state, text, kind = "") {
+    state.noteNode.textContent = text;
+    state.noteNode.dataset.kind = kind;
+    if (text) announce(text);
+  }
+
+  function startEdit(state, focus = true) {
     if (state.editing || deleted) return;
     state.editing = true;
     state.baseVersion = state.version;
     const input = editorFor(state);
+    input.addEventListener("input", () => keepDraft(state));
     const form = el("form", { class: "editor" },
       el("label", { for: input.id, class: "visually-hidden", text: state.label }), input,
       el("div", { class: "buttons" },
@@ -272,22 +343,30 @@
         event.preventDefault();
         form.requestSubmit();
       }
+      // Enter submits a text input by itself, but not a closed <select>.
+      if (event.key === "Enter" && event.target.tagName === "SELECT" && !event.altKey) {
+        event.preventDefault();
+        form.requestSubmit();
+      }
     });
     state.form = form;
     state.input = input;
     state.valueNode.hidden = true;
     if (state.editButton) state.editButton.hidden = true;
     state.section.insertBefore(form, state.noteNode);
-    input.focus();
+    if (focus) input.focus();
   }
 
   function endEdit(state) {
+    dropDraft(state);
     state.editing = false;
+    state.input = null;
+    state.unsaved = null;
     state.form?.remove();
     state.conflictNode?.remove();
     state.form = state.conflictNode = null;
     state.valueNode.hidden = false;
-    state.noteNode.textContent = "";
+    note(state, "");
     if (state.editButton) { state.editButton.hidden = false; state.editButton.focus(); }
     if (state.pendingRemote) {
       const u = state.pendingRemote;
@@ -296,21 +375,78 @@
     }
   }
 
+  const UNREACHABLE = "Not saved: cannot reach the server. Your text is kept here; press Save again once the connection is back.";
+  const BACK = "The server is back: press Save to save your text.";
+  const LOGGED_OUT = "Not saved: you were logged out. Log in again to save; your text is kept.";
+
   async function save(state, value, version) {
     if (!state.canEdit) return; // the right went away (Ctrl+Enter, "keep mine")
-    const r = await api("PATCH", `/api/items/${itemId}/fields/${encodeURIComponent(state.name)}`,
-      { value }, { "If-Match": `"${version}"` });
-    if (r.status === 200) {
+    keepDraft(state);
+    let r = null;
+    try {
+      r = await api("PATCH", `/api/items/${itemId}/fields/${encodeURIComponent(state.name)}`,
+        { value }, { "If-Match": `"${version}"` });
+    } catch { /* the network failed: r stays null */ }
+    if (r === null || [502, 503, 504].includes(r.status)) {
+      // Down, or a proxy in front of it says so: keep the editor open with the text.
+      state.unsaved = "unreachable";
+      note(state, UNREACHABLE, "error");
+    } else if (r.status === 200) {
       if (r.data.version > state.version) setValue(state, r.data.value, r.data.version, r.data.updated_by, r.data.updated_at);
       state.pendingRemote = null;
       endEdit(state);
       announce(`${state.label} saved`);
+      if (loggedOut) sessionBack(); // logged in again in another tab
     } else if (r.status === 412) {
       showConflict(state, value, r.data.current);
+    } else if (r.status === 401 || ([403, 404].includes(r.status) && await sessionGone())) {
+      // 401: our cookie names an ended session. 403/404: the cookie is gone (logged out
+      // in another tab), so the save was anonymous; /api/me tells which it was.
+      sessionEnded();
+      state.unsaved = "logged out";
+      note(state, signedIn ? LOGGED_OUT : "Not saved: log in to save; your text is kept.", "error");
     } else {
-      state.noteNode.textContent = (r.data && r.data.detail) || `could not save (${r.status})`;
-      announce(state.noteNode.textContent);
+      note(state, (r.data && r.data.detail) || `could not save (${r.status})`, "error");
     }
+  }
+
+  // ---- the session ending while the page is open -----------------------------------
+  async function sessionGone() {
+    if (!signedIn) return false;
+    if (loggedOut) return true;
+    try {
+      const r = await api("GET", "/api/me");
+      if (r.status === 401) { sessionEnded(); return true; }
+    } catch { /* unreachable: not known to be logged out */ }
+    return false;
+  }
+
+  function sessionEnded() {
+    if (!signedIn || loggedOut) return;
+    loggedOut = true;
+    const login = `/login?next=${encodeURIComponent(location.pathname)}`;
+    $("header .who")?.replaceChildren(el("a", { href: login, id: "login-again", text: "Log in" }));
+    const banner = $("#session-note");
+    if (banner) {
+      banner.replaceChildren("You were logged out. ",
+        el("a", { href: login, text: "Log in again" }), " to save; your text is kept.");
+      banner.hidden = false;
+    }
+    announce("You were logged out. Log in again to save; your text is kept.");
+    for (const state of fields.values()) if (state.editing) keepDraft(state);
+  }
+
+  async function sessionBack() {
+    loggedOut = false;
+    $("#session-note").hidden = true;
+    const r = await api("GET", "/api/me").catch(() => null);
+    if (r && r.status === 200) {
+      $("header .who")?.replaceChildren(el("span", { text: r.data.display_name || r.data.username }),
+        el("button", { type: "button", id: "logout", text: "Log out", onclick: logout }));
+    }
+    for (const state of fields.values()) if (state.unsaved === "logged out") { state.unsaved = null; note(state, ""); }
+    delay = 500;
+    if (!socket) connect(); // with the new session's cookie
   }
 
   function showConflict(state, mine, theirs) {
@@ -356,11 +492,13 @@
 
   async function reloadItem() {
     const r = await api("GET", `/api/items/${itemId}`);
+    if (r.status === 404 && await sessionGone()) return; // not deleted: logged out
     if (r.status === 404) { markDeleted(); return; }
     if (r.status !== 200) return;
     for (const name of [...fields.keys()]) {
-      if (!(name in r.data.fields)) { fields.get(name).section.remove(); fields.delete(name); }
+      if (!(name in r.data.fields)) forget(name);
     }
+    let added = false;
     const order = Object.keys(r.data.fields);
     order.forEach((name, i) => {
       const data = r.data.fields[name];
@@ -376,7 +514,10 @@
       const section = render(name, data);
       if (next) fieldsNode.insertBefore(section, fields.get(next).section);
       else fieldsNode.append(section);
+      added = true;
     });
+    fieldsChanged();
+    if (added) loadHistory(true); // older changes of a field that became readable
   }
 
   function markDeleted() {
@@ -400,6 +541,8 @@
     conn.dataset.state = state;
     connText.textContent = text || { live: "live", reconnecting: "reconnecting…", offline: "offline" }[state];
     announce(`connection ${connText.textContent}`);
+    if (state !== "live") return;
+    for (const f of fields.values()) if (f.unsaved === "unreachable") { f.unsaved = null; note(f, BACK); }
   }
 
   function connect() {
@@ -419,7 +562,7 @@
     ws.addEventListener("close", (event) => {
       if (socket !== ws) return; // an old socket we already gave up on
       socket = null;
-      if (event.code === 4401) { setConn("offline", "offline: log in again"); return; }
+      if (event.code === 4401) { setConn("offline", "offline: log in again"); sessionEnded(); return; }
       if (deleted) { setConn("offline"); return; }
       setConn(everLive && navigator.onLine ? "reconnecting" : "offline");
       // Exponential backoff with jitter, so a restarted server is not hit by everyone at once.
@@ -472,6 +615,7 @@
           // The gap could not be replayed: reload, and take the server's position.
           Object.assign(position, { epoch: msg.epoch, offset: msg.offset });
           reloadItem();
+          loadNewer();
         } else advance(msg.epoch, msg.offset);
         break;
       case "updates":
@@ -479,6 +623,7 @@
           if (u.item !== itemId) continue;
           applyUpdate(u);
           advance(u.epoch, u.event);
+          loadNewer();
         }
         break;
       case "fields":
@@ -500,6 +645,129 @@
     }
   }
 
+  // ---- the item's history --------------------------------------------------------
+  // From GET /api/items/ID/history: changes of the fields the user may read now, newest
+  // first, a page at a time; new changes are fetched as the socket reports them.
+  const historyList = $("#history-list");
+  const historyMore = $("#history-more");
+  const historyField = $("#history-field");
+  const historyStatus = $("#history-status");
+  const HISTORY_PAGE = 20;
+  let historyBefore = null; // where the next older page starts; null: no more
+  let historyNewest = 0; // the newest event shown
+  const historyShown = new Set(); // events on the list: a live fetch may race a page
+  let historyRun = 0; // answers to an older filter are dropped
+  let newerBusy = null;
+  let newerAgain = false;
+  let newerTimer = null;
+
+  function historyUrl(before) {
+    const q = new URLSearchParams({ limit: String(HISTORY_PAGE) });
+    if (historyField.value) q.set("field", historyField.value);
+    if (before !== null) q.set("before", String(before));
+    return `/api/items/${itemId}/history?${q}`;
+  }
+
+  function showable(c) {
+    if (historyShown.has(c.event) || !fields.has(c.field)) return false;
+    historyShown.add(c.event);
+    return true;
+  }
+
+  function historyEntry(c) {
+    const label = fields.get(c.field)?.label || c.field;
+    const verb = c.old_version ? "changed" : "set";
+    return el("li", { class: "change", "data-event": String(c.event), "data-field": c.field },
+      el("p", { class: "change-head" },
+        el("span", { class: "change-who", text: c.by || (c.source ? `from ${c.source}` : "someone") }),
+        ` ${verb} `, el("span", { class: "change-field", text: label }), " · ",
+        el("time", { datetime: c.at, text: when(c.at) })),
+      el("dl", { class: "change-values" },
+        el("dt", { text: "before" }), el("dd", { class: "change-old", text: show(c.old_value) }),
+        el("dt", { text: "after" }), el("dd", { class: "change-new", text: show(c.value) })));
+  }
+
+  async function fetchHistory(before) {
+    try {
+      const r = await api("GET", historyUrl(before));
+      if (r.status === 200) return r.data;
+    } catch { /* shown below */ }
+    return null;
+  }
+
+  function historyEmpty() {
+    historyStatus.textContent = historyList.children.length ? "" : "No changes yet.";
+  }
+
+  async function loadHistory(reset) {
+    if (reset) {
+      historyRun += 1;
+      historyList.replaceChildren();
+      historyBefore = null;
+      historyNewest = 0;
+      historyShown.clear();
+      historyMore.hidden = true;
+    }
+    const run = historyRun;
+    historyStatus.textContent = "Loading…";
+    historyMore.disabled = true;
+    const data = await fetchHistory(reset ? null : historyBefore);
+    if (run !== historyRun) return;
+    historyMore.disabled = false;
+    if (data === null) { historyStatus.textContent = "Could not load the history; try again later."; return; }
+    for (const c of data.changes) {
+      if (showable(c)) historyList.append(historyEntry(c));
+      historyNewest = Math.max(historyNewest, c.event);
+    }
+    historyBefore = data.next_before;
+    historyMore.hidden = historyBefore === null;
+    historyEmpty();
+  }
+
+  // Changes newer than the newest shown go on top. Live frames carry no old value, so
+  // this asks the server; a short, jittered wait turns a burst of updates (or many pages
+  // watching one item) into one request each, spread out.
+  function loadNewer() {
+    newerTimer ??= setTimeout(() => { newerTimer = null; fetchNewer(); }, 150 + Math.random() * 350);
+  }
+
+  async function fetchNewer() {
+    if (newerBusy) { newerAgain = true; return; }
+    newerBusy = (async () => {
+      do {
+        newerAgain = false;
+        const run = historyRun;
+        const data = await fetchHistory(null);
+        if (data === null || run !== historyRun) break;
+        const fresh = data.changes.filter((c) => c.event > historyNewest);
+        if (fresh.length === data.changes.length && data.next_before !== null && historyNewest > 0) {
+          loadHistory(true); // more arrived than a page: start over rather than leave a gap
+          break;
+        }
+        const first = historyList.firstChild;
+        for (const c of fresh) if (showable(c)) historyList.insertBefore(historyEntry(c), first);
+        for (const c of fresh) historyNewest = Math.max(historyNewest, c.event);
+        if (historyNewest === 0) { historyBefore = data.next_before; historyMore.hidden = historyBefore === null; }
+        historyEmpty();
+      } while (newerAgain);
+    })();
+    try { await newerBusy; } finally { newerBusy = null; }
+  }
+
+  // The filter lists the fields on screen; called whenever that set changes.
+  function fieldsChanged() {
+    updateHeading();
+    const chosen = historyField.value;
+    const shown = shownFields();
+    historyField.replaceChildren(el("option", { value: "", text: "all fields" }),
+      ...shown.map((state) => el("option", { value: state.name, text: state.label })));
+    if (shown.some((state) => state.name === chosen)) historyField.value = chosen;
+    else if (chosen) loadHistory(true);
+  }
+
+  historyField.addEventListener("change", () => loadHistory(true));
+  historyMore.addEventListener("click", () => loadHistory(false));
+
   // Admins link this item to an item of another instance (or unlink it).
   const linkForm = $("#link-form");
   linkForm?.addEventListener("submit", async (event) => {
@@ -518,6 +786,9 @@
 
   renderAll(page.item);
   delete page.item;
+  fieldsChanged();
+  restoreDrafts();
+  loadHistory(true);
   connect();
   window.fieldcast = { position, fields }; // for debugging and tests
 })();

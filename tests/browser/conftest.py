@@ -37,10 +37,9 @@ class Site:
         return self.server.base_url
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    server = RunningInstance.create(tmp_path, "browser")
-    server.start()
+def populate(server: RunningInstance) -> int:
+    """Staff (alice, bob), carol, and a tracker "bugs" with a staff-only field; returns the
+    id of its first item."""
     admin = httpx.Client(base_url=server.base_url)
     admin.post("/api/login", json={"username": "admin",
                                    "password": "harness admin password"}).raise_for_status()
@@ -61,6 +60,14 @@ def site(tmp_path: Path) -> Iterator[Site]:
     item = admin.post("/api/trackers/bugs/items", json={"fields": {
         "title": "Crash on save", "status": "open", "notes": "staff only"}}).json()["id"]
     admin.close()
+    return int(item)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    server = RunningInstance.create(tmp_path, "browser")
+    server.start()
+    item = populate(server)
     yield Site(server, item)
     server.stop()
 
