@@ -247,6 +247,31 @@ async def update_field(session: LogSession, field: Field, data: dict[str, Any]) 
                                        field_id=field.id, field_name=field.name)
 
 
+async def reorder_fields(session: AsyncSession, tracker: Tracker, data: dict[str, Any]) -> None:
+    """Put the tracker's fields in the order of ``data["fields"]``, which names every
+    field once: positions become 0, 1, 2, … in one transaction, so no reader ever sees
+    two fields swapped halfway."""
+    _no_unknown(data, {"fields"}, "a field order")
+    names = data.get("fields")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise invalid("fields must be the list of the tracker's field names, in the new order")
+    rows = (await session.execute(
+        select(Field).where(Field.tracker_id == tracker.id))).scalars().all()
+    by_name = {f.name: f for f in rows}
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise invalid(f"fields lists {', '.join(twice)} more than once")
+    unknown, missing = set(names) - set(by_name), set(by_name) - set(names)
+    if unknown:
+        raise invalid(f"tracker {tracker.slug!r} has no field(s) {', '.join(sorted(unknown))}")
+    if missing:
+        raise invalid(f"fields must name every field of the tracker; missing "
+                      f"{', '.join(sorted(missing))}")
+    for position, name in enumerate(names):
+        by_name[name].position = position
+    await session.flush()
+
+
 async def delete_field(session: LogSession, field: Field) -> None:
     """Delete a field and all its values. The change log keeps their history; readers
     learn of it from a FIELD_DELETED row (the live hub re-reads rights, federation

@@ -51,10 +51,7 @@ async def update_user(username: str) -> ResponseReturnValue:
     data = await json_body()
     async with change_log().write() as session:
         user = await accounts.get_user(session, username)
-        if user.id == me.id and (data.get("is_admin") is False or data.get("disabled")):
-            raise forbidden("you may not remove your own admin right or disable yourself; "
-                            "ask another admin")
-        await accounts.update_user(session, state().passwords, user, data)
+        await accounts.update_user(session, state().passwords, user, data, by=me)
         return await accounts.user_json(session, user)
 
 
