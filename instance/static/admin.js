@@ -141,6 +141,16 @@
       setNote(form, "Saved.", "ok");
     },
     reload(form) { reloadShowing(form, "Saved."); },
+    user(form, r) {
+      THEN.stay(form);
+      // The summary line shows the account as saved.
+      const summary = $("summary", form.closest("details"));
+      for (const badge of $$(".badge", summary)) badge.remove();
+      const name = $(".summary-name", summary);
+      if (r.data.disabled) name.after(" ", el("span", { class: "badge bad", text: "disabled" }));
+      if (r.data.is_admin) name.after(" ", el("span", { class: "badge", text: "admin" }));
+      $(".summary-groups", summary).textContent = r.data.groups.join(", ");
+    },
     goto(form, r) {
       dirty.delete(form);
       leaving = true;
