@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -259,11 +260,12 @@ async def reorder_fields(session: AsyncSession, tracker: Tracker, data: dict[str
         select(Field).where(Field.tracker_id == tracker.id))).scalars().all()
     by_name = {f.name: f for f in rows}
     if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
-        raise invalid(f"fields lists {', '.join(twice)} more than once")
+        twice = sorted(n[:70] for n, times in Counter(names).items() if times > 1)
+        raise invalid(f"fields lists {', '.join(twice[:10])} more than once")
     unknown, missing = set(names) - set(by_name), set(by_name) - set(names)
     if unknown:
-        raise invalid(f"tracker {tracker.slug!r} has no field(s) {', '.join(sorted(unknown))}")
+        shown = [n[:70] for n in sorted(unknown)[:10]]  # a script's list can be long
+        raise invalid(f"tracker {tracker.slug!r} has no field(s) {', '.join(shown)}")
     if missing:
         raise invalid(f"fields must name every field of the tracker; missing "
                       f"{', '.join(sorted(missing))}")

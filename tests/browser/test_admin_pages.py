@@ -115,6 +115,16 @@ async def test_admin_sets_up_a_tracker_and_the_rights_hold(
     await admin.keyboard.press("Enter")
     await expect(admin.locator("[data-group=Team] h2")).to_have_text("Team")
     await expect(admin.locator("#flash")).to_have_text("Saved.")
+    team = admin.locator("[data-group=Team]")
+    await team.locator("input[name=username]").fill("nobody")
+    await team.locator("button[type=submit]").click()
+    await expect(team.locator(".note")).to_have_text(
+        "user 'nobody' does not exist or you may not see it")
+    await team.locator("input[name=username]").fill("admin")
+    await team.locator("button[type=submit]").click()
+    await expect(team.locator(".members li")).to_have_text(["admin Remove"])
+    await team.get_by_role("button", name="Remove admin from Team").click()
+    await expect(team.locator(".members li")).to_have_text(["No members yet."])
 
     # A user in that group; a short password is refused in the API's words.
     await admin.click("nav.admin-nav >> text=Users")
@@ -164,6 +174,16 @@ async def test_admin_sets_up_a_tracker_and_the_rights_hold(
     await status.locator("button[type=submit]").click()
     await expect(status.locator(".note")).to_have_text("Saved.")
 
+    title = admin.locator("#f-title-form")
+    await title.get_by_label("Exported to").select_option("public")
+    await title.locator("button[type=submit]").click()
+    await expect(title.locator(".note")).to_have_text("Saved.")
+    settings = admin.locator("#tracker-settings")
+    await settings.get_by_label("Name", exact=True).fill("Team tasks")
+    await settings.get_by_label("Saves must name the version").check()
+    await settings.locator("button[type=submit]").click()
+    await expect(settings.locator(".note")).to_have_text("Saved.")
+
     # Order: Notes up, by keyboard; the focus stays on the button.
     await admin.focus("#field-notes button.move[data-dir='-1']")
     await admin.keyboard.press("Enter")
@@ -174,6 +194,10 @@ async def test_admin_sets_up_a_tracker_and_the_rights_hold(
 
     api = await admin_api(server)
     tracker = (await api.get("/api/trackers/tasks")).json()
+    assert (tracker["name"], tracker["require_if_match"]) == ("Team tasks", True)
+    groups = {g["name"]: g for g in (await api.get("/api/groups")).json()["groups"]}
+    assert groups["Team"]["members"] == ["dana"]
+    assert groups["Team"]["description"] == "the people doing the tasks"
     assert [f["name"] for f in tracker["fields"]] == ["title", "notes", "status", "budget"]
     by_name = {f["name"]: f for f in tracker["fields"]}
     assert by_name["status"]["options"] == {"choices": ["open", "closed", "wontfix"]}
@@ -182,6 +206,7 @@ async def test_admin_sets_up_a_tracker_and_the_rights_hold(
     assert by_name["notes"]["read_groups"] == ["Team"] == by_name["notes"]["edit_groups"]
     assert by_name["budget"]["options"] == {"min": 10, "max": 1000, "integer": True}
     assert by_name["budget"]["read_groups"] == []
+    assert by_name["title"]["export"] == {"mode": "public", "partners": []}
 
     # A phone: every admin page fits 390 px; one screenshot.
     phone = await admin_ctx.new_page()
@@ -197,7 +222,7 @@ async def test_admin_sets_up_a_tracker_and_the_rights_hold(
     item = (await api.post("/api/trackers/tasks/items", json={"fields": {
         "title": "Paint the fence", "status": "open", "notes": "white", "budget": 99}})).json()
     dana_ctx, dana = await login(browser, server, "dana", DANA_PASSWORD)
-    await dana.click("text=Tasks")
+    await dana.click("text=Team tasks")
     await dana.wait_for_url(server.base_url + "/trackers/tasks")
     await dana.goto(f"/items/{item['id']}")
     await dana.wait_for_selector("#conn[data-state=live]")
