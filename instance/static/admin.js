@@ -179,6 +179,7 @@
         el("td", { text: r.data.name }), el("td", {}, when(r.data.created_at)),
         el("td", {}, el("span", { class: "muted", text: "never" })), el("td", {}, revoke)));
       $("#no-tokens").hidden = true;
+      $("#tokens-wrap").hidden = false;
     },
   };
 
@@ -243,7 +244,7 @@
         announce("Done.");
         if (list && !list.querySelector("[data-row]")) {
           if (list.matches("ul")) list.append(el("li", { class: "muted empty", text: "No members yet." }));
-          if (list.closest("#tokens")) $("#no-tokens").hidden = false;
+          if (list.closest("#tokens")) { $("#no-tokens").hidden = false; $("#tokens-wrap").hidden = true; }
         }
       } catch {
         announce("not done: the server could not be reached");
