@@ -118,6 +118,18 @@ async def create_user(
     return user
 
 
+async def create_user_from(session: LogSession, passwords: Passwords, data: dict[str, Any]
+                           ) -> User:
+    """`create_user` from an API body: {username, password, display_name, is_admin, groups}."""
+    allowed = {"username", "password", "display_name", "is_admin", "groups"}
+    if set(data) - allowed:
+        raise invalid(f"unknown member(s) {', '.join(sorted(set(data) - allowed))}")
+    return await create_user(
+        session, passwords, username=data.get("username"), password=data.get("password"),
+        display_name=data.get("display_name", ""), is_admin=data.get("is_admin", False),
+        groups=data.get("groups", []))
+
+
 async def update_user(
     session: LogSession, passwords: Passwords, user: User, changes: dict[str, Any],
     *, by: User | None = None,
