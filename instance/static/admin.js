@@ -141,6 +141,20 @@
       setNote(form, "Saved.", "ok");
     },
     reload(form) { reloadShowing(form, "Saved."); },
+    field(form, r) {
+      THEN.stay(form);
+      // The heading and the buttons name the field by its label: keep them true.
+      const row = form.closest("[data-row]");
+      const heading = $("h3", row);
+      heading.firstChild.textContent = `${r.data.label} `;
+      $("button[type=submit]", form).textContent = `Save ${r.data.label}`;
+      $("button.move[data-dir='-1']", row).setAttribute("aria-label", `Move ${r.data.label} up`);
+      $("button.move[data-dir='1']", row).setAttribute("aria-label", `Move ${r.data.label} down`);
+    },
+    tracker(form, r) {
+      THEN.stay(form);
+      $("h1").firstChild.textContent = `${r.data.name} `;
+    },
     user(form, r) {
       THEN.stay(form);
       // The summary line shows the account as saved.

@@ -183,6 +183,11 @@ async def test_admin_sets_up_a_tracker_and_the_rights_hold(
     await settings.get_by_label("Saves must name the version").check()
     await settings.locator("button[type=submit]").click()
     await expect(settings.locator(".note")).to_have_text("Saved.")
+    await expect(admin.locator("h1")).to_have_text("Team tasks (tasks)")
+    await title.get_by_label("Label").fill("Headline")
+    await title.locator("button[type=submit]").click()
+    await expect(admin.locator("#field-title h3")).to_have_text("Headline (title, text)")
+    await expect(title.get_by_role("button", name="Save Headline")).to_be_visible()
 
     # Order: Notes up, by keyboard; the focus stays on the button.
     await admin.focus("#field-notes button.move[data-dir='-1']")
