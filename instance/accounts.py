@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from instance import changelog
 from instance.changelog import LogSession
 from instance.clock import as_utc, now
-from instance.errors import ApiError, conflict, invalid, not_found
+from instance.errors import ApiError, conflict, forbidden, invalid, not_found
 from instance.models import ApiToken, Group, Session, User, user_groups
 from instance.security import Passwords, check_password_strength, digest, new_api_token, new_secret
 from protocol.timestamps import format_timestamp
@@ -118,9 +118,24 @@ async def create_user(
     return user
 
 
+async def create_user_from(session: LogSession, passwords: Passwords, data: dict[str, Any]
+                           ) -> User:
+    """`create_user` from an API body: {username, password, display_name, is_admin, groups}."""
+    allowed = {"username", "password", "display_name", "is_admin", "groups"}
+    if set(data) - allowed:
+        raise invalid(f"unknown member(s) {', '.join(sorted(set(data) - allowed))}")
+    return await create_user(
+        session, passwords, username=data.get("username"), password=data.get("password"),
+        display_name=data.get("display_name", ""), is_admin=data.get("is_admin", False),
+        groups=data.get("groups", []))
+
+
 async def update_user(
-    session: LogSession, passwords: Passwords, user: User, changes: dict[str, Any]
+    session: LogSession, passwords: Passwords, user: User, changes: dict[str, Any],
+    *, by: User | None = None,
 ) -> User:
+    """Apply an admin's ``changes`` to ``user``; ``by`` is that admin (None from the CLI,
+    whose operator holds the database and may do anything)."""
     allowed = {"display_name", "password", "is_admin", "disabled", "groups"}
     unknown = set(changes) - allowed
     if unknown:
@@ -128,6 +143,11 @@ async def update_user(
             f"unknown member(s) {', '.join(sorted(unknown))}; "
             f"a user has {', '.join(sorted(allowed))}"
         )
+    if (by is not None and user.id == by.id
+            and (changes.get("is_admin") is False or changes.get("disabled"))):
+        # Else an instance can be left without anyone able to run it from the browser.
+        raise forbidden("you may not remove your own admin right or disable yourself; "
+                        "ask another admin")
     if "display_name" in changes:
         name = changes["display_name"]
         if not isinstance(name, str) or not name or len(name) > 200:
@@ -169,6 +189,34 @@ async def set_user_groups(session: LogSession, user: User, names: Any) -> None:
             insert(user_groups), [{"user_id": user.id, "group_id": g.id} for g in groups]
         )
     await changelog.rights_changed(session, now(), subject_id=user.id)
+
+
+async def change_password(
+    session: LogSession, passwords: Passwords, user: User, data: dict[str, Any],
+    *, keep_session: str | None = None,
+) -> None:
+    """A user changes their own password, proving the current one. Every other browser
+    session of theirs ends (live sockets included); ``keep_session``, the secret of the
+    session that asked, stays open. API tokens stay: scripts hold them, not a browser
+    someone may have left logged in."""
+    allowed = {"old_password", "new_password"}
+    unknown = set(data) - allowed
+    if unknown:
+        raise invalid(f"unknown member(s) {', '.join(sorted(unknown))}; "
+                      "send old_password and new_password")
+    old, new = data.get("old_password"), data.get("new_password")
+    if not isinstance(old, str) or not old:
+        raise invalid("old_password must be your current password")
+    new = check_password(new)
+    if not await passwords.verify(user.password_hash, old):
+        raise ApiError(403, "wrong_password", "the current password is wrong")
+    user.password_hash = await passwords.hash(new)
+    ended = delete(Session).where(Session.user_id == user.id)
+    if keep_session is not None:
+        ended = ended.where(Session.token_hash != digest(keep_session))
+    await session.execute(ended)
+    await session.flush()
+    await changelog.sessions_changed(session, now(), user.id, actor_id=user.id)
 
 
 async def authenticate(
@@ -351,6 +399,24 @@ async def touch_token(session: AsyncSession, token_hash: str) -> None:
     await session.execute(
         update(ApiToken).where(ApiToken.token_hash == token_hash).values(last_used_at=now())
     )
+
+
+async def user_tokens(session: AsyncSession, user: User) -> list[ApiToken]:
+    rows = await session.execute(
+        select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id))
+    return list(rows.scalars())
+
+
+async def revoke_token(session: LogSession, user: User, token_id: int) -> None:
+    """Revoke one of ``user``'s own tokens; another user's answers as a missing one."""
+    deleted = await session.scalar(
+        delete(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user.id)
+        .returning(ApiToken.id)
+    )
+    if deleted is None:
+        raise not_found(f"token {token_id}")
+    # Live sockets opened with this token close too.
+    await changelog.sessions_changed(session, now(), user.id, actor_id=user.id)
 
 
 def token_json(token: ApiToken) -> dict[str, Any]:

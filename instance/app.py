@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from hub.fetcher import FetcherConfig
 from hub.hub import HubConfig
 from hub.verifier import VerifierConfig
-from instance import pages, pages_admin, routing, wellknown
+from instance import pages, pages_account, pages_admin, routing, wellknown
 from instance.api import admin, auth, items, trackers
 from instance.changelog import ChangeLog
 from instance.config import Settings
@@ -117,7 +117,7 @@ def create_app(settings: Settings, *, database: Database | None = None,
     app.before_request(routing.check_request_text)
     for blueprint in (auth.bp, admin.bp, trackers.bp, items.bp, live.bp, pages.bp,
                       wellknown.bp, topics.bp, hub_endpoint.bp, federation_admin.bp, feed.bp,
-                      pages_admin.bp, remote_api.bp, remote_callback.bp):
+                      pages_admin.bp, pages_account.bp, remote_api.bp, remote_callback.bp):
         app.register_blueprint(blueprint)
 
     @app.get("/healthz")

@@ -1,22 +1,27 @@
-"""Admin pages: ``/admin/federation``, the hub's subscriptions and deliveries, what this
-instance follows on others, and every tracker's export settings, editable in place.
+"""Admin pages under ``/admin``: trackers and their fields, users, groups, federation.
 
-The tables come from instance.federation.overview, as the API and CLI show them; an
-export setting is saved by the page script through ``PATCH
-/api/trackers/SLUG/fields/NAME``, so its validation is the API's, shown next to the
-field. Anyone but an admin is sent to log in (when logged out) or gets a 404, as for a
-tracker they may not see.
+The pages are server-rendered from the same functions and JSON shapes the API answers
+with; every form is sent by static/admin.js to the API itself (``POST /api/trackers``,
+``PATCH /api/trackers/SLUG/fields/NAME``, ``PATCH /api/users/NAME``, …), so validation and
+its messages are the API's, shown next to the form, with what was typed left in place.
+Anyone but an admin is sent to log in (when logged out) or gets a 404, as for a tracker
+they may not see.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from quart import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers.response import Response
 
-from instance import trackers
+from instance import accounts, trackers
 from instance.errors import ApiError
 from instance.federation.overview import delivery_views, subscription_views
+from instance.fieldtypes import FIELD_TYPES
+from instance.models import User
 from instance.remote.store import outgoing_subscriptions
+from instance.rights import Principal
 from instance.web import caller, db, state
 
 bp = Blueprint("pages_admin", __name__, url_prefix="/admin")
@@ -25,20 +30,93 @@ bp = Blueprint("pages_admin", __name__, url_prefix="/admin")
 EXPORT_MODES = (("none", "not exported"), ("partners", "partner instances"),
                 ("public", "public (anyone)"))
 
+#: What each field type is, for the type menu.
+TYPE_LABELS = {"text": "text (one line)", "textarea": "text area (many lines)",
+               "number": "number", "dropdown": "dropdown (a choice)", "date": "date",
+               "user": "user (a username)", "remote": "remote (mirrors another instance)"}
+assert set(TYPE_LABELS) == set(FIELD_TYPES)
 
-@bp.get("/federation")
-async def federation() -> str | Response:
+
+async def _admin() -> tuple[User, Principal] | Response:
+    """The admin asking, or where anyone else goes: the login page, or a 404."""
     user, who = await caller()
     if user is None:
         return redirect(url_for("pages.login", next=request.path))
     if not who.is_admin:
         raise ApiError(404, "not_found", "this page does not exist")
+    return user, who
+
+
+async def _render(template: str, user: User, **context: Any) -> str:
+    return await render_template(template, user=user,
+                                 instance=state().settings.instance_name, **context)
+
+
+@bp.get("")
+async def index() -> str | Response:
+    asked = await _admin()
+    if not isinstance(asked, tuple):
+        return asked
+    user, who = asked
+    async with db().read() as session:
+        shown = await trackers.visible_trackers(session, who)
+        users = await accounts.users_json(session)
+        groups = await accounts.groups_json(session)
+    return await _render("admin_index.html", user, trackers=shown, users=users,
+                         groups=groups)
+
+
+@bp.get("/trackers/<slug>")
+async def tracker(slug: str) -> str | Response:
+    asked = await _admin()
+    if not isinstance(asked, tuple):
+        return asked
+    user, who = asked
+    async with db().read() as session:
+        found = await trackers.get_tracker(session, slug)
+        names = await trackers.group_names(session)
+        fields = [trackers.field_json(f, who, names)
+                  for f in await trackers.tracker_fields(session, found)]
+        groups = await accounts.groups_json(session)
+    return await _render("admin_tracker.html", user, tracker=found, fields=fields,
+                         groups=groups, types=TYPE_LABELS, modes=EXPORT_MODES)
+
+
+@bp.get("/users")
+async def users() -> str | Response:
+    asked = await _admin()
+    if not isinstance(asked, tuple):
+        return asked
+    user, _ = asked
+    async with db().read() as session:
+        listed = await accounts.users_json(session)
+        groups = [g for g in await accounts.groups_json(session) if not g["builtin"]]
+    return await _render("admin_users.html", user, users=listed, groups=groups)
+
+
+@bp.get("/groups")
+async def groups() -> str | Response:
+    asked = await _admin()
+    if not isinstance(asked, tuple):
+        return asked
+    user, _ = asked
+    async with db().read() as session:
+        listed = await accounts.groups_json(session)
+        usernames = [u["username"] for u in await accounts.users_json(session)]
+    return await _render("admin_groups.html", user, groups=listed, usernames=usernames)
+
+
+@bp.get("/federation")
+async def federation() -> str | Response:
+    asked = await _admin()
+    if not isinstance(asked, tuple):
+        return asked
+    user, who = asked
     async with db().read() as session:
         subs = await subscription_views(session)
         deliveries = await delivery_views(session)
         following = await outgoing_subscriptions(session)
         shown = await trackers.visible_trackers(session, who)
-    return await render_template(
-        "admin_federation.html", user=user, instance=state().settings.instance_name,
-        subscriptions=subs, deliveries=deliveries, following=following, trackers=shown,
-        modes=EXPORT_MODES)
+    return await _render(
+        "admin_federation.html", user, subscriptions=subs, deliveries=deliveries,
+        following=following, trackers=shown, modes=EXPORT_MODES)

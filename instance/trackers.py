@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -245,6 +246,32 @@ async def update_field(session: LogSession, field: Field, data: dict[str, Any]) 
     if (field.export_mode, sorted(field.export_partners)) != export_before:
         await changelog.export_changed(session, now(), tracker_id=field.tracker_id,
                                        field_id=field.id, field_name=field.name)
+
+
+async def reorder_fields(session: AsyncSession, tracker: Tracker, data: dict[str, Any]) -> None:
+    """Put the tracker's fields in the order of ``data["fields"]``, which names every
+    field once: positions become 0, 1, 2, … in one transaction, so no reader ever sees
+    two fields swapped halfway."""
+    _no_unknown(data, {"fields"}, "a field order")
+    names = data.get("fields")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise invalid("fields must be the list of the tracker's field names, in the new order")
+    rows = (await session.execute(
+        select(Field).where(Field.tracker_id == tracker.id))).scalars().all()
+    by_name = {f.name: f for f in rows}
+    if len(set(names)) != len(names):
+        twice = sorted(n[:70] for n, times in Counter(names).items() if times > 1)
+        raise invalid(f"fields lists {', '.join(twice[:10])} more than once")
+    unknown, missing = set(names) - set(by_name), set(by_name) - set(names)
+    if unknown:
+        shown = [n[:70] for n in sorted(unknown)[:10]]  # a script's list can be long
+        raise invalid(f"tracker {tracker.slug!r} has no field(s) {', '.join(shown)}")
+    if missing:
+        raise invalid(f"fields must name every field of the tracker; missing "
+                      f"{', '.join(sorted(missing))}")
+    for position, name in enumerate(names):
+        by_name[name].position = position
+    await session.flush()
 
 
 async def delete_field(session: LogSession, field: Field) -> None:

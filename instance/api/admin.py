@@ -6,7 +6,7 @@ from quart import Blueprint
 from quart.typing import ResponseReturnValue
 
 from instance import accounts
-from instance.errors import forbidden, invalid
+from instance.errors import forbidden
 from instance.web import change_log, db, json_body, require_admin, require_login, state
 
 bp = Blueprint("admin", __name__, url_prefix="/api")
@@ -23,16 +23,8 @@ async def list_users() -> ResponseReturnValue:
 async def create_user() -> ResponseReturnValue:
     await require_admin()
     data = await json_body()
-    allowed = {"username", "password", "display_name", "is_admin", "groups"}
-    if set(data) - allowed:
-        raise invalid(f"unknown member(s) {', '.join(sorted(set(data) - allowed))}")
     async with change_log().write() as session:
-        user = await accounts.create_user(
-            session, state().passwords,
-            username=data.get("username"), password=data.get("password"),
-            display_name=data.get("display_name", ""), is_admin=data.get("is_admin", False),
-            groups=data.get("groups", []),
-        )
+        user = await accounts.create_user_from(session, state().passwords, data)
         return await accounts.user_json(session, user), 201
 
 
@@ -51,10 +43,7 @@ async def update_user(username: str) -> ResponseReturnValue:
     data = await json_body()
     async with change_log().write() as session:
         user = await accounts.get_user(session, username)
-        if user.id == me.id and (data.get("is_admin") is False or data.get("disabled")):
-            raise forbidden("you may not remove your own admin right or disable yourself; "
-                            "ask another admin")
-        await accounts.update_user(session, state().passwords, user, data)
+        await accounts.update_user(session, state().passwords, user, data, by=me)
         return await accounts.user_json(session, user)
 
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, jsonify, make_response, request
+from quart import Blueprint, g, jsonify, make_response, request
 from quart.typing import ResponseReturnValue
-from sqlalchemy import delete, select
 
-from instance import accounts, changelog
-from instance.accounts import now
-from instance.errors import ApiError, not_found
-from instance.models import ApiToken
+from instance import accounts
+from instance.errors import ApiError
 from instance.security import SESSION_COOKIE
 from instance.web import caller, change_log, db, json_body, require_login, state
 
@@ -63,14 +60,34 @@ async def me() -> ResponseReturnValue:
         return await accounts.user_json(session, user)
 
 
+@bp.post("/me/password")
+async def change_password() -> ResponseReturnValue:
+    """Change your own password (the current one is needed); your other sessions end."""
+    user, _ = await require_login()
+    data = await json_body()
+    throttle, address = state().login_throttle, request.remote_addr or ""
+    # Guessing the current password from a stolen session meets the login's limits.
+    throttle.check(user.username, address)
+    keep = request.cookies.get(SESSION_COOKIE) if g.fc_via == "session" else None
+    async with change_log().write() as session:
+        mine = await accounts.get_user(session, user.username)
+        try:
+            await accounts.change_password(session, state().passwords, mine, data,
+                                           keep_session=keep)
+        except ApiError as exc:
+            if exc.error == "wrong_password":
+                throttle.failed(user.username, address)
+            raise
+        throttle.succeeded(user.username, address)
+    return "", 204
+
+
 @bp.get("/tokens")
 async def list_tokens() -> ResponseReturnValue:
     user, _ = await require_login()
     async with db().read() as session:
-        rows = await session.execute(
-            select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
-        )
-        return {"tokens": [accounts.token_json(t) for t in rows.scalars()]}
+        return {"tokens": [accounts.token_json(t)
+                           for t in await accounts.user_tokens(session, user)]}
 
 
 @bp.post("/tokens")
@@ -88,12 +105,5 @@ async def create_token() -> ResponseReturnValue:
 async def revoke_token(token_id: int) -> ResponseReturnValue:
     user, _ = await require_login()
     async with change_log().write() as session:
-        deleted = await session.scalar(
-            delete(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user.id)
-            .returning(ApiToken.id)
-        )
-        if deleted is None:
-            raise not_found(f"token {token_id}")
-        # Live sockets opened with this token close too.
-        await changelog.sessions_changed(session, now(), user.id, actor_id=user.id)
+        await accounts.revoke_token(session, user, token_id)
     return "", 204

@@ -67,6 +67,16 @@ async def create_field(slug: str) -> ResponseReturnValue:
     return _field_view(await _tracker_view(slug, who), name), 201
 
 
+@bp.put("/<slug>/field-order")
+async def reorder_fields(slug: str) -> ResponseReturnValue:
+    """Reorder the fields: ``{"fields": [every field's name, in the new order]}``."""
+    _, who = await require_admin()
+    data = await json_body()
+    async with change_log().write() as session:
+        await trackers.reorder_fields(session, await trackers.get_tracker(session, slug), data)
+    return await _tracker_view(slug, who)
+
+
 @bp.patch("/<slug>/fields/<name>")
 async def update_field(slug: str, name: str) -> ResponseReturnValue:
     _, who = await require_admin()

@@ -50,7 +50,8 @@ async def test_admin_sees_the_hub_and_edits_exports(browser: Browser, site: Site
     await page.fill("#password", ADMIN_PASSWORD)
     await page.click("button[type=submit]")
     await page.wait_for_url(site.url + "/")
-    await page.click("header >> text=Federation")
+    await page.click("header >> #admin-link")
+    await page.click("nav.admin-nav >> text=Federation")
     await page.wait_for_url(site.url + "/admin/federation")
 
     row = page.locator("#subscriptions tbody tr").first
@@ -87,7 +88,8 @@ async def test_admin_sees_the_hub_and_edits_exports(browser: Browser, site: Site
 
 async def test_nobody_else_sees_the_page(browser: Browser, site: Site) -> None:
     context, alice = await logged_in(browser, site, "alice")
-    await expect(alice.locator("header")).not_to_contain_text("Federation")
+    await expect(alice.locator("header #admin-link")).to_have_count(0)
+    await expect(alice.locator("header")).not_to_contain_text("Admin")
     response = await alice.goto("/admin/federation")
     assert response is not None and response.status == 404
     await context.close()
