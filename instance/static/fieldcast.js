@@ -441,8 +441,13 @@
     $("#session-note").hidden = true;
     const r = await api("GET", "/api/me").catch(() => null);
     if (r && r.status === 200) {
-      $("header .who")?.replaceChildren(el("span", { text: r.data.display_name || r.data.username }),
-        el("button", { type: "button", id: "logout", text: "Log out", onclick: logout }));
+      // The same header base.html renders: Admin for admins, the name links to /account.
+      const who = [];
+      if (r.data.is_admin) who.push(el("a", { href: "/admin", id: "admin-link", text: "Admin" }));
+      who.push(el("a", { href: "/account", id: "account-link", class: "account", title: "Your account",
+                         text: r.data.display_name || r.data.username }),
+               el("button", { type: "button", id: "logout", text: "Log out", onclick: logout }));
+      $("header .who")?.replaceChildren(...who);
     }
     for (const state of fields.values()) if (state.unsaved === "logged out") { state.unsaved = null; note(state, ""); }
     delay = 500;

@@ -190,6 +190,8 @@ async def test_logged_out_elsewhere_keeps_the_draft(browser: Browser, shared: Ru
     await expect(alice.locator("#value-title")).to_have_text("saved after logging in elsewhere")
     await expect(alice.locator("#session-note")).to_be_hidden()
     await expect(alice.locator("header .who")).to_contain_text("alice")
+    # The header is the one the server renders: the name links to the account page.
+    await expect(alice.locator("#account-link")).to_have_attribute("href", "/account")
     await expect(alice.locator("#conn")).to_have_attribute("data-state", "live")
 
 
