@@ -199,10 +199,14 @@ class Hub:
             snapshot = self.cursor
             added, fields = [], []
             for item in new:
-                # Items that do not exist are accepted silently, with no rights: the
-                # answer must not reveal which ids exist. They never produce updates.
+                # Items that do not exist, and items the user may read nothing of, are
+                # accepted silently, with no rights, and not kept: the answer, and every
+                # later one (the catch-up, the item count, the offset), must not reveal
+                # which ids exist. They never produce updates.
                 tracker = trackers.get(item)
                 rights = NO_RIGHTS if tracker is None else self._rights[(user, tracker)]
+                if not rights.readable:
+                    tracker, rights = None, NO_RIGHTS
                 fields.append({"item": item, "readable": sorted(rights.readable),
                                "editable": sorted(rights.editable)})
                 if tracker is None:

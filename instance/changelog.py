@@ -19,18 +19,19 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.changes import Appended, Change, ChangeKind
 from instance.clock import as_utc
 from instance.db import Database, run
-from instance.models import Base, EventCounter, Meta, User
+from instance.models import Base, EventCounter, Meta, Tracker, User
 from instance.models import ChangeLog as ChangeLogRow
-from instance.rights import Principal, load_fields
+from instance.rights import FieldDef, Principal, load_fields
 
 log = logging.getLogger("fieldcast.changelog")
 
@@ -56,6 +57,7 @@ _counter = Base.metadata.tables[EventCounter.__tablename__]
 _log = Base.metadata.tables[ChangeLogRow.__tablename__]
 _users = Base.metadata.tables[User.__tablename__]
 _meta = Base.metadata.tables[Meta.__tablename__]
+_trackers = Base.metadata.tables[Tracker.__tablename__]
 _NEXT_EVENT = (update(_counter).where(_counter.c.id == 1)
                .values(value=_counter.c.value + 1).returning(_counter.c.value))
 _INSERT_EVENT = insert(_log)
@@ -198,7 +200,62 @@ async def history(session: AsyncSession, item_id: int, field_ids: Iterable[int],
     rows = (await run(session, _HISTORY, {"item": item_id, "fields": ids, "before": before,
                                           "limit": limit + 1})).all()
     out = [_change(r) for r in rows[:limit]]
-    return out, (out[-1].event if len(rows) > limit else None)
+    cursor = out[-1].event if len(rows) > limit else None
+    if out:
+        # The page is every readable row of the item between its oldest and newest, so
+        # the reader's item version at each follows from the versions before the oldest.
+        oldest_first = await _reader_item_versions(session, out[::-1], out[-1].event - 1, ids)
+        out = oldest_first[::-1]
+    return out, cursor
+
+
+#: How far past ``since`` one call of ``visible`` looks when no item is named: the log is
+#: then read in id order, and a caller who may read little must not make one call scan
+#: all of it. With an item the item's own rows are read (an index), so no window.
+VISIBLE_WINDOW = 10_000
+
+
+def _readable_rows(who: Principal, fields: dict[int, list[FieldDef]]
+                   ) -> tuple[Any, list[int]]:
+    """The rows ``who`` may read now, as a condition: values of fields they may read,
+    deletions of items of trackers they see something of."""
+    field_ids = [f.id for defs in fields.values() for f in defs if f.readable_by(who)]
+    tracker_ids = [t for t, defs in fields.items()
+                   if who.is_admin or any(f.readable_by(who) for f in defs)]
+    return or_(
+        and_(_log.c.kind == ChangeKind.VALUE.value, _log.c.field_id.in_(field_ids)),
+        and_(_log.c.kind == ChangeKind.ITEM_DELETED.value, _log.c.tracker_id.in_(tracker_ids)),
+    ), field_ids
+
+
+async def _reader_item_versions(session: AsyncSession, rows: list[Change], since: int,
+                                field_ids: list[int]) -> list[Change]:
+    """``rows`` with ``item_version`` as the reader sees it: the sum of the versions of
+    the fields they may read (as GET /api/items/ID gives it), at each row.
+
+    ``rows`` are every readable row after ``since`` up to the last one, so an item's
+    readable fields stand, at each row, at their version at ``since`` plus the rows of
+    the page before it."""
+    items = {c.item for c in rows if c.kind is ChangeKind.VALUE and c.item is not None}
+    if not items:
+        return rows
+    base = await session.execute(
+        select(_log.c.item_id, _log.c.field_id, func.max(_log.c.new_version))
+        .where(_log.c.kind == ChangeKind.VALUE.value, _log.c.id <= since,
+               _log.c.item_id.in_(items), _log.c.field_id.in_(field_ids))
+        .group_by(_log.c.item_id, _log.c.field_id)
+    )
+    versions: dict[int, dict[int, int]] = {}
+    for item_id, field_id, version in base.all():
+        versions.setdefault(item_id, {})[field_id] = int(version or 0)
+    out = []
+    for c in rows:
+        if c.kind is ChangeKind.VALUE and c.item is not None and c.field_id is not None:
+            fields = versions.setdefault(c.item, {})
+            fields[c.field_id] = c.version or 0
+            c = replace(c, item_version=sum(fields.values()))
+        out.append(c)
+    return out
 
 
 async def visible(
@@ -210,31 +267,33 @@ async def visible(
 
     Clients see field values they may read and deletions of items of trackers they can
     see something of; rights, session, export and field events are for the instance's
-    own readers. The cursor is the last row scanned, not the last returned, so a caller
-    who may read little still moves forward.
+    own readers. The rights are applied in the query, and the cursor depends only on
+    what the caller may read: the last row returned when the page is full, else where
+    the reading stopped (the head of the log read first, or the end of the window). It
+    never stops at a row the caller may not read, so it does not step through the
+    events of an item or field hidden from them, and the answer for an item they may
+    read nothing of is the answer for an item that does not exist.
     """
-    query = _ROWS
+    upto = await head(session)
+    if tracker_id is not None:
+        trackers = [tracker_id]
+    else:
+        trackers = list((await session.execute(select(_trackers.c.id))).scalars())
+    fields = await load_fields(session, trackers)
+    readable, field_ids = _readable_rows(who, fields)
+    end = upto if item_id is not None else min(upto, since + VISIBLE_WINDOW)
+    query = (_COLUMNS.where(_log.c.id > since, _log.c.id <= end, readable)
+             .order_by(_log.c.id).limit(limit))
     if item_id is not None:
         query = query.where(_log.c.item_id == item_id)
     if tracker_id is not None:
         query = query.where(_log.c.tracker_id == tracker_id)
-    rows = [_change(r) for r in
-            (await session.execute(query, {"after": since, "limit": limit})).all()]
-    fields = await load_fields(session, {c.tracker for c in rows if c.tracker is not None})
-    by_id = {f.id: f for defs in fields.values() for f in defs}
-    out = []
-    for change in rows:
-        if change.kind is ChangeKind.ITEM_DELETED:
-            # Anyone who could read something of the tracker may learn the item is gone.
-            defs = fields.get(change.tracker or 0, [])
-            if who.is_admin or any(f.readable_by(who) for f in defs):
-                out.append(change)
-        elif change.kind is ChangeKind.VALUE:
-            f = by_id.get(change.field_id or 0)
-            if f is not None and f.readable_by(who):
-                out.append(change)
-    cursor = rows[-1].event if rows else since
-    return out, cursor, len(rows) == limit
+    rows = [_change(r) for r in (await session.execute(query)).all()]
+    rows = await _reader_item_versions(session, rows, since, field_ids)
+    if len(rows) == limit:
+        return rows, rows[-1].event, True
+    cursor = max(since, end)
+    return rows, cursor, cursor < upto
 
 
 # ---- the owner -----------------------------------------------------------------------------

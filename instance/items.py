@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -73,6 +74,14 @@ def _value_json(f: FieldDef, who: Principal, row: tuple[FieldValue, str | None] 
     }
 
 
+def reader_version(field_versions: Iterable[int]) -> int:
+    """The item version a reader sees: the sum of the versions of the fields they may
+    read. It grows by one with each change of such a field and with nothing else, so
+    neither it nor an ETag made from it moves when a field hidden from the reader does.
+    (``Item.version`` counts every change, and stays federation's.)"""
+    return sum(field_versions)
+
+
 async def items_json(
     session: AsyncSession, items: list[Item], tracker: Tracker, fields: list[FieldDef],
     who: Principal,
@@ -80,17 +89,42 @@ async def items_json(
     """Items as the caller may see them: only readable fields are ever put in."""
     visible = readable(fields, who)
     values = await _values(session, [i.id for i in items], [f.id for f in visible])
-    return [
-        {
+    out = []
+    for item in items:
+        shown = {f.name: _value_json(f, who, values.get((item.id, f.id))) for f in visible}
+        out.append({
             "id": item.id,
             "tracker": tracker.slug,
-            "version": item.version,
+            "version": reader_version(v["version"] for v in shown.values()),
             "created_at": iso(item.created_at),
             "remote_url": item.remote_url,
-            "fields": {f.name: _value_json(f, who, values.get((item.id, f.id))) for f in visible},
-        }
-        for item in items
-    ]
+            "fields": shown,
+        })
+    return out
+
+
+_field_values = Base.metadata.tables["field_values"]
+_VERSIONS_OF = (select(_field_values.c.field_id, _field_values.c.version)
+                .where(_field_values.c.item_id == bindparam("b_item")))
+
+
+async def reader_item_version(session: AsyncSession, item_id: int, who: Principal) -> int:
+    """``reader_version`` of one item as it is now (0 for an item that is gone)."""
+    tracker_id = await session.scalar(select(Item.tracker_id).where(Item.id == item_id))
+    if tracker_id is None:
+        return 0
+    fields = (await load_fields(session, [tracker_id]))[tracker_id]
+    ids = {f.id for f in readable(fields, who)}
+    rows = (await run(session, _VERSIONS_OF, {"b_item": item_id})).all()
+    return reader_version(r.version for r in rows if r.field_id in ids)
+
+
+def hidden_item(item_id: int, fields: list[FieldDef], who: Principal) -> ApiError | None:
+    """The 404 of an item ``who`` may read nothing of: the very answer for an item that
+    does not exist, so that no answer tells which ids exist."""
+    if who.is_admin or readable(fields, who):
+        return None
+    return not_found(f"item {item_id}")
 
 
 def etag_for(body: Any) -> str:
@@ -230,9 +264,11 @@ async def save_field(
         raise not_found(f"item {item_id}")
     fields = (await load_fields(session, [item.tracker_id]))[item.tracker_id]
     f = next((f for f in fields if f.name == field_name), None)
-    # A field the caller may not read answers exactly as a field that does not exist.
+    # A field the caller may not read answers exactly as a field that does not exist,
+    # and an item they may read nothing of exactly as an item that does not exist.
     if f is None or not f.readable_by(who):
-        raise not_found(f"field {field_name!r} of item {item_id}")
+        raise hidden_item(item_id, fields, who) or not_found(
+            f"field {field_name!r} of item {item_id}")
     _editable(f, who)
     if if_match is None and item.require_if_match:
         raise ApiError(

@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, redirect, render_template, request, url_for
+from sqlalchemy import select
 from werkzeug.wrappers.response import Response
 
 from instance import changelog, items, trackers
-from instance.errors import ApiError
+from instance.errors import not_found
 from instance.federation.urls import feed_url, hub_url
+from instance.models import Item, Tracker, User
 from instance.remote.links import remote_state
 from instance.rights import FieldDef
 from instance.web import caller, db, state
@@ -51,17 +53,25 @@ async def home() -> str | Response:
     return await _page("home.html", trackers=shown)
 
 
+def _unseen(user: User | None, what: str) -> Response:
+    """A page of something that does not exist or that the caller may see nothing of, the
+    same for both: a visitor who is not logged in is sent to log in (the link may well
+    be good for a user who is), a user who is gets the 404."""
+    if user is None:
+        return _to_login()
+    raise not_found(what)
+
+
 @bp.get("/trackers/<slug>")
 async def tracker(slug: str) -> str | Response:
     user, who = await caller()
     async with db().read() as session:
-        found = await trackers.get_tracker(session, slug)
+        found = await session.scalar(select(Tracker).where(Tracker.slug == slug))
+        if found is None:
+            return _unseen(user, f"tracker {slug!r}")
         fields = await trackers.tracker_fields(session, found)
         if not trackers.tracker_visible(fields, who):
-            if user is None:
-                return _to_login()
-            raise ApiError(404, "not_found", f"tracker {slug!r} does not exist or you may "
-                           "not see it")
+            return _unseen(user, f"tracker {slug!r}")
         rows = await items.list_items(session, found, after=0, limit=200)
         listed = await items.items_json(session, rows, found, fields, who)
     columns = [f for f in fields if f.readable_by(who)][:4]
@@ -98,13 +108,15 @@ async def item(item_id: int) -> str | Response:
     async with db().read() as session:
         # The position first: anything committed after it is replayed by the socket.
         epoch, offset = await changelog.epoch(session), await changelog.head(session)
-        found, tracker_row = await items.get_item(session, item_id)
+        row = (await session.execute(
+            select(Item, Tracker).join(Tracker, Tracker.id == Item.tracker_id)
+            .where(Item.id == item_id))).first()
+        if row is None:
+            return _unseen(user, f"item {item_id}")
+        found, tracker_row = row
         fields = await trackers.tracker_fields(session, tracker_row)
         if not (who.is_admin or items.readable(fields, who)):
-            if user is None:
-                return _to_login()
-            raise ApiError(404, "not_found", f"item {item_id} does not exist or you may "
-                           "not see it")
+            return _unseen(user, f"item {item_id}")
         view = (await items.items_json(session, [found], tracker_row, fields, who))[0]
         for name, info in (await remote_state(session, found.id, fields)).items():
             if name in view["fields"]:

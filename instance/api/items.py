@@ -7,6 +7,7 @@ from typing import Any
 
 from quart import Blueprint, request
 from quart.typing import ResponseReturnValue
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.changes import Change, ChangeKind
 from instance import changelog, items, trackers
@@ -14,6 +15,7 @@ from instance.accounts import iso
 from instance.errors import ApiError, not_found
 from instance.federation.exports import topic_of
 from instance.remote.links import remote_state
+from instance.rights import Principal
 from instance.web import (
     MAX_INT,
     change_log,
@@ -138,6 +140,12 @@ async def save_field(item_id: int, name: str) -> ResponseReturnValue:
             session, item_id, name, data["value"], who, if_match=if_match
         )
     change = result.change
+    item_version = None
+    if change is not None:
+        # The version this caller sees, not the item's count of every change: that
+        # would tell them how often fields hidden from them were changed.
+        async with db().read() as session:
+            item_version = await items.reader_item_version(session, item_id, who)
     return {
         "item": item_id,
         "field": name,
@@ -147,7 +155,7 @@ async def save_field(item_id: int, name: str) -> ResponseReturnValue:
         "updated_by": result.updated_by,
         "changed": change is not None,
         "event": change.event if change else None,
-        "item_version": change.item_version if change else None,
+        "item_version": item_version,
     }, 200, {"ETag": f'"{result.version}"'}
 
 
@@ -192,6 +200,15 @@ async def item_history(item_id: int) -> ResponseReturnValue:
                                          for c in rows], "next_before": cursor}
 
 
+async def _visible_tracker_id(session: AsyncSession, slug: str, who: Principal) -> int:
+    """The tracker's id; the one 404 of a tracker that does not exist when ``who`` may
+    read nothing of it."""
+    tracker = await trackers.get_tracker(session, slug)
+    if not trackers.tracker_visible(await trackers.tracker_fields(session, tracker), who):
+        raise not_found(f"tracker {slug!r}")
+    return tracker.id
+
+
 @bp.get("/changes")
 async def changes() -> ResponseReturnValue:
     """The change log after ``since``, filtered by what the caller may read now."""
@@ -202,7 +219,7 @@ async def changes() -> ResponseReturnValue:
     tracker_id = None
     async with db().read() as session:
         if slug := request.args.get("tracker"):
-            tracker_id = (await trackers.get_tracker(session, slug)).id
+            tracker_id = await _visible_tracker_id(session, slug, who)
         rows, cursor, more = await changelog.visible(
             session, who, since=since, limit=limit, item_id=item_id, tracker_id=tracker_id
         )
