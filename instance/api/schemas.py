@@ -27,6 +27,11 @@ from instance.web import MAX_INT
 
 STRICT = ConfigDict(strict=True, extra="forbid")
 
+
+def strict(*examples: dict[str, object]) -> ConfigDict:
+    """STRICT, with examples for the description (and for schemathesis to send)."""
+    return ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": list(examples)})
+
 #: RFC 3339 in UTC with a `Z` (`protocol.timestamps.format_timestamp`).
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 Id = Annotated[int, Field(ge=1, le=MAX_INT)]
@@ -57,7 +62,7 @@ class Error(TypedDict):
 # ---- accounts -----------------------------------------------------------------------------
 
 
-@with_config(STRICT)
+@with_config(strict({"username": "alice", "password": "correct horse battery staple"}))
 class Login(TypedDict):
     """Log in: sets the session cookie and answers the account."""
 
@@ -83,7 +88,8 @@ class UserList(TypedDict):
     users: list[User]
 
 
-@with_config(STRICT)
+@with_config(strict({"username": "erin", "password": "a long enough password",
+                    "display_name": "Erin", "groups": []}))
 class NewUser(TypedDict):
     """A new account. A username is 1 to 64 letters, digits, '.', '_' or '-', starting with
     a letter or digit; the password must be strong enough (the answer says why not);
@@ -96,7 +102,7 @@ class NewUser(TypedDict):
     groups: NotRequired[list[str]]
 
 
-@with_config(STRICT)
+@with_config(strict({"display_name": "Erin M."}, {"disabled": False, "groups": []}))
 class UserChanges(TypedDict, total=False):
     """What to change of an account; a member left out stays as it is. A new password or
     `disabled: true` ends the account's sessions; `groups` replaces the memberships."""
@@ -124,7 +130,7 @@ class GroupList(TypedDict):
     groups: list[Group]
 
 
-@with_config(STRICT)
+@with_config(strict({"name": "Support", "description": "first line"}))
 class NewGroup(TypedDict):
     """A new group: a name of 1 to 64 letters, digits, spaces, '.', '_' or '-'."""
 
@@ -154,7 +160,7 @@ class TokenList(TypedDict):
     tokens: list[Token]
 
 
-@with_config(STRICT)
+@with_config(strict({"name": "ci script"}))
 class NewToken(TypedDict):
     """A new API token of the caller, named to tell it apart later (1 to 100 characters)."""
 
@@ -213,7 +219,7 @@ class TrackerList(TypedDict):
     trackers: list[Tracker]
 
 
-@with_config(STRICT)
+@with_config(strict({"slug": "support", "name": "Support", "require_if_match": True}))
 class NewTracker(TypedDict):
     """A new tracker. The slug is 1 to 64 lowercase letters, digits and '_', starting with
     a letter; `require_if_match` makes every save send If-Match."""
@@ -224,7 +230,7 @@ class NewTracker(TypedDict):
     require_if_match: NotRequired[bool]
 
 
-@with_config(STRICT)
+@with_config(strict({"description": "What customers report."}))
 class TrackerChanges(TypedDict, total=False):
     """What to change of a tracker; a member left out stays as it is."""
 
@@ -233,7 +239,10 @@ class TrackerChanges(TypedDict, total=False):
     require_if_match: bool
 
 
-@with_config(STRICT)
+@with_config(strict({"name": "severity", "type": "dropdown",
+                    "options": {"choices": ["low", "high"]}, "read_groups": ["Registered"]},
+                   {"name": "effort", "type": "number", "options": {"min": 0, "integer": True},
+                    "export": {"mode": "public"}}))
 class NewField(TypedDict):
     """A new field. Its name is 1 to 64 lowercase letters, digits and '_', starting with a
     letter; `options` depend on the type (number: min, max, integer; dropdown: choices;
@@ -250,7 +259,7 @@ class NewField(TypedDict):
     export: NotRequired[ExportChanges]
 
 
-@with_config(STRICT)
+@with_config(strict({"label": "Title", "position": 0}, {"export": {"mode": "none"}}))
 class FieldChanges(TypedDict, total=False):
     """What to change of a field (its name and type are fixed); a member left out stays
     as it is. `read_groups` and `edit_groups` replace the groups."""
@@ -321,7 +330,7 @@ class ItemPage(TypedDict):
     next_after: Id | None
 
 
-@with_config(STRICT)
+@with_config(strict({"fields": {"title": "The login page is slow"}}, {"fields": {}}))
 class NewItem(TypedDict):
     """A new item: its first values by field name (`{}` for none yet)."""
 
@@ -336,7 +345,7 @@ class FieldView(ItemField):
     field: str
 
 
-@with_config(STRICT)
+@with_config(strict({"value": "closed"}, {"value": None}))
 class NewValue(TypedDict):
     """The field's new value; null clears it."""
 
@@ -494,7 +503,7 @@ class OutgoingList(TypedDict):
     subscriptions: list[Outgoing]
 
 
-@with_config(STRICT)
+@with_config(strict({"url": "https://a.example/items/7"}))
 class NewLink(TypedDict):
     """The URL of an item page (`https://a.example/items/7`) or topic of another
     instance whose item this one mirrors."""
