@@ -44,7 +44,7 @@ def _not_modified_or(body: dict[str, Any]) -> Any:
 
 
 @bp.get("/trackers/<slug>/items")
-@responds(200, schemas.ItemPage)
+@responds(200, schemas.ItemPage, sample="items")
 @with_query(schemas.ItemsQuery)
 async def list_items(slug: str, query: schemas.ItemsQuery) -> ResponseReturnValue:
     """A page of a tracker's items, by id, with the fields the caller may read."""
@@ -166,7 +166,7 @@ def change_json(change: Change, trackers: dict[int, str]) -> dict[str, Any]:
 
 
 @bp.get("/changes")
-@responds(200, schemas.ChangePage)
+@responds(200, schemas.ChangePage, sample="changes")
 @with_query(schemas.ChangesQuery)
 async def changes(query: schemas.ChangesQuery) -> ResponseReturnValue:
     """The change log after ``since``, filtered by what the caller may read now."""

@@ -28,7 +28,7 @@ from instance.web import MAX_INT
 STRICT = ConfigDict(strict=True, extra="forbid")
 
 
-def strict(*examples: dict[str, object]) -> ConfigDict:
+def strict(*examples: JsonValue) -> ConfigDict:
     """STRICT, with examples for the description (and for schemathesis to send)."""
     return ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": list(examples)})
 

@@ -25,7 +25,7 @@ async def list_subscriptions() -> dict[str, Any]:
 
 
 @bp.get("/deliveries")
-@responds(200, schemas.DeliveryList)
+@responds(200, schemas.DeliveryList, sample="deliveries")
 @with_query(schemas.DeliveriesQuery)
 async def list_deliveries(query: schemas.DeliveriesQuery) -> dict[str, Any]:
     """The delivery queue, newest first: what was sent, what waits, what failed."""

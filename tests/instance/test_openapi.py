@@ -247,3 +247,14 @@ async def test_an_answer_the_description_does_not_allow_is_an_error() -> None:
                   ({"a": 1}, 204)):  # a body where none is described
         with pytest.raises(ResponseDrift):
             await handler(drift)
+
+    @responds(200, schemas.TokenList, sample="tokens")
+    async def page(answer: Any) -> Any:
+        return answer
+
+    # A page's first row is checked (the rest are made by the same code).
+    assert await page({"tokens": [token, token]})
+    with pytest.raises(ResponseDrift):
+        await page({"tokens": [{**token, "id": "1"}, token]})
+    with pytest.raises(ResponseDrift):
+        await page({"tokens": [], "more": True})
