@@ -21,6 +21,7 @@ scripts from CDNs.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Awaitable, Callable
 from functools import wraps
@@ -71,6 +72,8 @@ def accepts(model: Any) -> Callable[[F], F]:
     """The handler takes a JSON body of ``model``, passed to it as ``data``."""
     # The pydantic-core validator itself: TypeAdapter.validate_python adds ~1 us a call.
     validator = TypeAdapter(model).validator
+    # The model's first sentence, to say what the body should be.
+    summary = " ".join(inspect.cleandoc(model.__doc__ or "").split()).split(". ")[0]
 
     def decorator(func: F) -> F:
         document_request(model)(func)
@@ -81,7 +84,7 @@ def accepts(model: Any) -> Callable[[F], F]:
             try:
                 data = validator.validate_python(raw)
             except ValidationError as exc:
-                raise body_error(exc) from None
+                raise body_error(exc, summary) from None
             return await func(*args, data=data, **kwargs)
 
         return wrapper  # type: ignore[return-value]
@@ -99,8 +102,9 @@ _PHRASES = {
 }
 
 
-def body_error(exc: ValidationError) -> ApiError:
-    """A 422 naming each member at fault, in words, with ``member`` the first of them."""
+def body_error(exc: ValidationError, summary: str = "") -> ApiError:
+    """A 422 naming each member at fault, in words, with ``member`` the first of them,
+    and what the body should be (``summary``: the model's first sentence)."""
     sentences, first = [], None
     unknown = []
     for err in exc.errors(include_url=False):
@@ -125,8 +129,10 @@ def body_error(exc: ValidationError) -> ApiError:
     if unknown:
         sentences.append(f"unknown member(s) {', '.join(unknown)}")
     detail = "; ".join(sentences) or "the body does not match what this request takes"
+    if summary:
+        detail += f". The body is {summary[0].lower()}{summary[1:].rstrip('.')}"
     extra: dict[str, Any] = {"member": first} if first else {}
-    return ApiError(422, "invalid", f"{detail} (see /openapi.json)", **extra)
+    return ApiError(422, "invalid", f"{detail} (see /openapi.json).", **extra)
 
 
 # ---- query parameters ---------------------------------------------------------------------
