@@ -102,6 +102,10 @@ _PHRASES = {
 }
 
 
+# A body of 10,000 unknown members answers a sentence, not 10,000.
+_SHOWN = 5
+
+
 def body_error(exc: ValidationError, summary: str = "") -> ApiError:
     """A 422 naming each member at fault, in words, with ``member`` the first of them,
     and what the body should be (``summary``: the model's first sentence)."""
@@ -127,7 +131,10 @@ def body_error(exc: ValidationError, summary: str = "") -> ApiError:
         subject = f"the member {where}" if where else "the body"
         sentences.append(f"{subject} {phrase}")
     if unknown:
-        sentences.append(f"unknown member(s) {', '.join(unknown)}")
+        more = f" and {len(unknown) - _SHOWN} more" if len(unknown) > _SHOWN else ""
+        sentences.append(f"unknown member(s) {', '.join(unknown[:_SHOWN])}{more}")
+    if len(sentences) > _SHOWN:
+        sentences[_SHOWN:] = [f"{len(sentences) - _SHOWN} more problems"]
     detail = "; ".join(sentences) or "the body does not match what this request takes"
     if summary:
         detail += f". The body is {summary[0].lower()}{summary[1:].rstrip('.')}"

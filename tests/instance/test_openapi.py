@@ -222,6 +222,11 @@ async def test_a_body_that_does_not_match_is_a_422_naming_the_member(env: Env) -
         assert words in body["detail"], body
     r = await admin.post("/api/trackers", json={"slug": "t", "require_if_match": 1})
     assert r.status_code == 422 and "true or false" in (await r.get_json())["detail"]
+    r = await admin.post("/api/trackers/t/items", json={"fields": {}, **{
+        f"m{n}": n for n in range(5000)}})
+    body = await r.get_json()
+    assert r.status_code == 422 and "m4 and 4995 more" in body["detail"]
+    assert len(body["detail"]) < 300 and "a new item" in body["detail"]
     # The strict parser still comes first: 400 for what is not JSON, 415 for not JSON.
     r = await admin.post("/api/groups", data=b'{"name": ', headers={
         "Content-Type": "application/json"})
