@@ -410,6 +410,35 @@ class ChangePage(TypedDict):
     head: Annotated[int, Field(ge=0)]
 
 
+
+# ---- for endpoints that main has and this branch does not yet (the merge decorates) -----
+
+
+@with_config(strict({"old_password": "the one I have", "new_password": "a new long password"}))
+class NewPassword(TypedDict):
+    """Your own new password, with the current one; your other sessions end."""
+
+    old_password: str
+    new_password: str
+
+
+@with_config(strict({"fields": ["title", "status", "notes"]}))
+class FieldOrder(TypedDict):
+    """Every field's name, once each, in the new display order."""
+
+    fields: list[str]
+
+
+@with_config(STRICT)
+class ItemHistory(TypedDict):
+    """One item's changes of the fields the caller may read now, newest first;
+    `next_before` is the `before` of the next page, null on the last."""
+
+    item: Id
+    changes: list[ValueChange | ItemDeleted]
+    next_before: Id | None
+
+
 # ---- federation -------------------------------------------------------------------------
 
 
@@ -571,3 +600,13 @@ class IfMatch(BaseModel):
 class IfNoneMatch(BaseModel):
     if_none_match: str = Field(
         "", description="the ETag of the item as you have it: 304 if it is unchanged")
+
+
+class HistoryQuery(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    before: int = Field(MAX_INT, ge=1, le=MAX_INT,
+                        description="only changes before this event: the next_before of "
+                                    "the page before")
+    limit: int = Field(50, ge=1, le=500, description="changes per page, at most")
+    field: str = Field("", description="only changes of this field (its name)")
