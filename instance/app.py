@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from hub.fetcher import FetcherConfig
 from hub.hub import HubConfig
 from hub.verifier import VerifierConfig
-from instance import pages, pages_account, pages_admin, routing, wellknown
+from instance import openapi, pages, pages_account, pages_admin, routing, wellknown
 from instance.api import admin, auth, items, trackers
 from instance.changelog import ChangeLog
 from instance.config import Settings
@@ -119,6 +119,7 @@ def create_app(settings: Settings, *, database: Database | None = None,
                       wellknown.bp, topics.bp, hub_endpoint.bp, federation_admin.bp, feed.bp,
                       pages_admin.bp, pages_account.bp, remote_api.bp, remote_callback.bp):
         app.register_blueprint(blueprint)
+    openapi.init_app(app, settings)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

@@ -99,6 +99,9 @@ class Settings:
     test_faults_file: str = ""
     # Added to the Unix time this instance signs and checks HTTP signatures with.
     test_clock_offset_seconds: int = 0
+    # An API answer its OpenAPI description does not allow is a bug: with this on it is
+    # a 500 (the tests catch it); off, it is logged and sent, so users never pay for it.
+    test_strict_answers: bool = False
 
     @property
     def effective_database_url(self) -> str:

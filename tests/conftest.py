@@ -99,7 +99,7 @@ def fast_settings(tmp_path: Path, database_url: str, **changes: Any) -> Settings
     # Cheap Argon2 parameters: hashing would otherwise dominate the suite's run time.
     return Settings(
         data_dir=tmp_path, database_url=database_url, argon2_time_cost=1,
-        argon2_memory_kib=8, argon2_parallelism=1, **changes,
+        argon2_memory_kib=8, argon2_parallelism=1, test_strict_answers=True, **changes,
     ).replace()
 
 

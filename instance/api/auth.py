@@ -6,16 +6,20 @@ from quart import Blueprint, g, jsonify, make_response, request
 from quart.typing import ResponseReturnValue
 
 from instance import accounts
+from instance.api import schemas
 from instance.errors import ApiError
+from instance.openapi import accepts, responds
 from instance.security import SESSION_COOKIE
-from instance.web import caller, change_log, db, json_body, require_login, state
+from instance.web import caller, change_log, db, require_login, state
 
 bp = Blueprint("auth", __name__, url_prefix="/api")
 
 
 @bp.post("/login")
-async def login() -> ResponseReturnValue:
-    data = await json_body()
+@responds(200, schemas.User)
+@accepts(schemas.Login)
+async def login(data: schemas.Login) -> ResponseReturnValue:
+    """Log in: answers the account and sets the session cookie."""
     settings = state().settings
     username, address = data.get("username"), request.remote_addr or ""
     throttle = state().login_throttle
@@ -42,7 +46,9 @@ async def login() -> ResponseReturnValue:
 
 
 @bp.post("/logout")
+@responds(204)
 async def logout() -> ResponseReturnValue:
+    """Log out: ends the session of the cookie sent, if any."""
     await caller()  # checks Origin for cookie-authenticated requests
     token = request.cookies.get(SESSION_COOKIE)
     if token:
@@ -54,17 +60,20 @@ async def logout() -> ResponseReturnValue:
 
 
 @bp.get("/me")
+@responds(200, schemas.User)
 async def me() -> ResponseReturnValue:
+    """The account of the caller."""
     user, _ = await require_login()
     async with db().read() as session:
         return await accounts.user_json(session, user)
 
 
 @bp.post("/me/password")
-async def change_password() -> ResponseReturnValue:
+@responds(204)
+@accepts(schemas.NewPassword)
+async def change_password(data: schemas.NewPassword) -> ResponseReturnValue:
     """Change your own password (the current one is needed); your other sessions end."""
     user, _ = await require_login()
-    data = await json_body()
     throttle, address = state().login_throttle, request.remote_addr or ""
     # Guessing the current password from a stolen session meets the login's limits.
     throttle.check(user.username, address)
@@ -72,7 +81,7 @@ async def change_password() -> ResponseReturnValue:
     async with change_log().write() as session:
         mine = await accounts.get_user(session, user.username)
         try:
-            await accounts.change_password(session, state().passwords, mine, data,
+            await accounts.change_password(session, state().passwords, mine, dict(data),
                                            keep_session=keep)
         except ApiError as exc:
             if exc.error == "wrong_password":
@@ -83,7 +92,9 @@ async def change_password() -> ResponseReturnValue:
 
 
 @bp.get("/tokens")
+@responds(200, schemas.TokenList)
 async def list_tokens() -> ResponseReturnValue:
+    """The caller's API tokens (without their secrets)."""
     user, _ = await require_login()
     async with db().read() as session:
         return {"tokens": [accounts.token_json(t)
@@ -91,18 +102,22 @@ async def list_tokens() -> ResponseReturnValue:
 
 
 @bp.post("/tokens")
-async def create_token() -> ResponseReturnValue:
+@responds(201, schemas.NewTokenSecret)
+@accepts(schemas.NewToken)
+async def create_token(data: schemas.NewToken) -> ResponseReturnValue:
+    """A new API token of the caller; its secret is in this answer only."""
     user, _ = await require_login()
-    data = await json_body()
     async with change_log().write() as session:
-        token, secret = await accounts.create_token(session, user, data.get("name"))
+        token, secret = await accounts.create_token(session, user, data["name"])
         body = accounts.token_json(token)
     # The secret is shown once; only its hash is kept.
     return {**body, "token": secret}, 201
 
 
 @bp.delete("/tokens/<int:token_id>")
+@responds(204)
 async def revoke_token(token_id: int) -> ResponseReturnValue:
+    """Revoke one of the caller's API tokens; live sockets opened with it close."""
     user, _ = await require_login()
     async with change_log().write() as session:
         await accounts.revoke_token(session, user, token_id)

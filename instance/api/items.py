@@ -12,20 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.changes import Change, ChangeKind
 from instance import changelog, items, trackers
 from instance.accounts import iso
+from instance.api import schemas
 from instance.errors import ApiError, not_found
 from instance.federation.exports import topic_of
+from instance.openapi import accepts, responds, with_headers, with_query
 from instance.remote.links import remote_state
 from instance.rights import Principal
-from instance.web import (
-    MAX_INT,
-    change_log,
-    db,
-    int_arg,
-    json_body,
-    principal,
-    require_admin,
-    state,
-)
+from instance.web import change_log, db, principal, require_admin, state
 
 bp = Blueprint("items", __name__, url_prefix="/api")
 
@@ -53,10 +46,12 @@ def _not_modified_or(body: dict[str, Any]) -> Any:
 
 
 @bp.get("/trackers/<slug>/items")
-async def list_items(slug: str) -> ResponseReturnValue:
+@responds(200, schemas.ItemPage, sample="items")
+@with_query(schemas.ItemsQuery)
+async def list_items(slug: str, query: schemas.ItemsQuery) -> ResponseReturnValue:
+    """A page of a tracker's items, by id, with the fields the caller may read."""
     who = await principal()
-    limit = int_arg("limit", 50, minimum=1, maximum=500)
-    after = int_arg("after", 0)
+    limit, after = query.limit, query.after
     async with db().read() as session:
         tracker = await trackers.get_tracker(session, slug)
         fields = await trackers.tracker_fields(session, tracker)
@@ -71,13 +66,11 @@ async def list_items(slug: str) -> ResponseReturnValue:
 
 
 @bp.post("/trackers/<slug>/items")
-async def create_item(slug: str) -> ResponseReturnValue:
+@responds(201, schemas.Item)
+@accepts(schemas.NewItem)
+async def create_item(slug: str, data: schemas.NewItem) -> ResponseReturnValue:
+    """Create an item with its first values."""
     who = await principal()
-    data = await json_body()
-    if set(data) != {"fields"}:
-        missing = "" if "fields" in data else "the member fields is missing; "
-        raise ApiError(422, "invalid", f'{missing}the body is {{"fields": {{name: value, ...}}}} '
-                       '(use {"fields": {}} for an item with no values yet)', member="fields")
     async with change_log().write() as session:
         tracker = await trackers.get_tracker(session, slug)
         fields = await trackers.tracker_fields(session, tracker)
@@ -106,12 +99,18 @@ async def _item_view(item_id: int) -> dict[str, Any]:
 
 
 @bp.get("/items/<int:item_id>")
+@responds(200, schemas.ItemView)
+@responds(304)
+@with_headers(schemas.IfNoneMatch)
 async def get_item(item_id: int) -> ResponseReturnValue:
+    """An item with the fields the caller may read; its ETag answers If-None-Match."""
     return _not_modified_or(await _item_view(item_id))
 
 
 @bp.delete("/items/<int:item_id>")
+@responds(204)
 async def delete_item(item_id: int) -> ResponseReturnValue:
+    """Delete an item (admins); the change log keeps its history."""
     _, who = await require_admin()
     async with change_log().write() as session:
         await items.delete_item(session, item_id, who)
@@ -119,7 +118,9 @@ async def delete_item(item_id: int) -> ResponseReturnValue:
 
 
 @bp.get("/items/<int:item_id>/fields/<name>")
+@responds(200, schemas.FieldView)
 async def get_field(item_id: int, name: str) -> ResponseReturnValue:
+    """One field of an item; its ETag is the field version, for If-Match."""
     view = await _item_view(item_id)
     if name not in view["fields"]:
         raise not_found(f"field {name!r} of item {item_id}")
@@ -128,13 +129,13 @@ async def get_field(item_id: int, name: str) -> ResponseReturnValue:
 
 
 @bp.patch("/items/<int:item_id>/fields/<name>")
-async def save_field(item_id: int, name: str) -> ResponseReturnValue:
+@responds(200, schemas.Saved)
+@accepts(schemas.NewValue)
+@with_headers(schemas.IfMatch)
+async def save_field(item_id: int, name: str, data: schemas.NewValue) -> ResponseReturnValue:
+    """Save one field of an item (If-Match: the version you edited)."""
     who = await principal()
     if_match = parse_if_match(request.headers.get("If-Match"))
-    data = await json_body()
-    if set(data) != {"value"}:
-        raise ApiError(422, "invalid", 'the body is {"value": <the new value>}; '
-                       "use null to clear the field")
     async with change_log().write() as session:
         result = await items.save_field(
             session, item_id, name, data["value"], who, if_match=if_match
@@ -173,7 +174,9 @@ def change_json(change: Change, trackers: dict[int, str]) -> dict[str, Any]:
 
 
 @bp.get("/items/<int:item_id>/history")
-async def item_history(item_id: int) -> ResponseReturnValue:
+@responds(200, schemas.ItemHistory, sample="changes")
+@with_query(schemas.HistoryQuery)
+async def item_history(item_id: int, query: schemas.HistoryQuery) -> ResponseReturnValue:
     """One item's changes of the fields the caller may read now, newest first.
 
     Its own endpoint rather than ``/api/changes``: that one reads forwards from a cursor,
@@ -181,9 +184,7 @@ async def item_history(item_id: int) -> ResponseReturnValue:
     the readable fields so a page never ends on, or counts, a row the caller may not see.
     """
     who = await principal()
-    before = int_arg("before", MAX_INT, minimum=1)
-    limit = int_arg("limit", 50, minimum=1, maximum=500)
-    name = request.args.get("field")
+    before, limit, name = query.before, query.limit, query.field or None
     async with db().read() as session:
         item, tracker = await items.get_item(session, item_id)
         fields = items.readable(await trackers.tracker_fields(session, tracker), who)
@@ -210,15 +211,15 @@ async def _visible_tracker_id(session: AsyncSession, slug: str, who: Principal) 
 
 
 @bp.get("/changes")
-async def changes() -> ResponseReturnValue:
+@responds(200, schemas.ChangePage, sample="changes")
+@with_query(schemas.ChangesQuery)
+async def changes(query: schemas.ChangesQuery) -> ResponseReturnValue:
     """The change log after ``since``, filtered by what the caller may read now."""
     who = await principal()
-    since = int_arg("since", 0)
-    limit = int_arg("limit", 100, minimum=1, maximum=1000)
-    item_id = int_arg("item", 0) or None
+    since, limit, item_id = query.since, query.limit, query.item or None
     tracker_id = None
     async with db().read() as session:
-        if slug := request.args.get("tracker"):
+        if slug := query.tracker:
             tracker_id = await _visible_tracker_id(session, slug, who)
         rows, cursor, more = await changelog.visible(
             session, who, since=since, limit=limit, item_id=item_id, tracker_id=tracker_id

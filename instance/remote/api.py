@@ -9,32 +9,33 @@ from quart.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from instance.accounts import iso
-from instance.errors import ApiError
+from instance.api import schemas
 from instance.models import RemoteLink, RemoteSubscription
+from instance.openapi import accepts, responds
 from instance.remote import links
 from instance.remote.service import remote
 from instance.remote.store import outgoing_subscriptions
-from instance.web import json_body, require_admin
+from instance.web import require_admin
 
 bp = Blueprint("remote_api", __name__, url_prefix="/api")
 
 
 @bp.put("/items/<int:item_id>/link")
-async def put_link(item_id: int) -> ResponseReturnValue:
+@responds(200, schemas.Linked)
+@accepts(schemas.NewLink)
+async def put_link(item_id: int, data: schemas.NewLink) -> ResponseReturnValue:
+    """Link an item to an item of another instance, whose fields it mirrors (admins)."""
     # Admins only: a link makes this instance subscribe to another, in its name.
     await require_admin()
-    data = await json_body()
-    url = data.get("url")
-    if set(data) != {"url"} or not isinstance(url, str):
-        raise ApiError(422, "invalid", 'the body is {"url": "<an item page or topic URL of '
-                       'the other instance>"}')
     service = remote()
-    await links.link(service, item_id, url.strip())
+    await links.link(service, item_id, data["url"].strip())
     return await link_view(item_id), 200
 
 
 @bp.delete("/items/<int:item_id>/link")
+@responds(204)
 async def delete_link(item_id: int) -> ResponseReturnValue:
+    """Unlink an item (admins): its remote fields stop following."""
     await require_admin()
     await links.unlink(remote(), item_id)
     return "", 204
@@ -56,7 +57,9 @@ async def link_view(item_id: int) -> dict[str, Any]:
 
 
 @bp.get("/federation/outgoing")
+@responds(200, schemas.OutgoingList)
 async def outgoing() -> dict[str, Any]:
+    """The subscriptions this instance holds on other instances' hubs (admins)."""
     await require_admin()
     service = remote()
     async with service.db.read() as session:

@@ -30,6 +30,8 @@ FAST_ENV = {
     "FIELDCAST_ARGON2_TIME_COST": "1",
     "FIELDCAST_ARGON2_MEMORY_KIB": "8",
     "FIELDCAST_ARGON2_PARALLELISM": "1",
+    # An answer that drifts from /openapi.json fails the test that made it.
+    "FIELDCAST_TEST_STRICT_ANSWERS": "1",
 }
 # What federating instances on loopback need: plain http to 127.0.0.1, the test-only
 # fault switch (a file in the data directory, off while it does not exist), and key
