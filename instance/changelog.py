@@ -185,10 +185,10 @@ async def visible(
     """The rows after ``since`` that ``who`` may read now, the cursor to resume from,
     and whether more rows may follow.
 
-    Clients see field values they may read and deletions of items of trackers they can
-    see something of; rights, session, export and field events are for the instance's
-    own readers. The cursor is the last row scanned, not the last returned, so a caller
-    who may read little still moves forward.
+    Clients see field values they may read, and creations and deletions of items of
+    trackers they can see something of; rights, session, export and field events are
+    for the instance's own readers. The cursor is the last row scanned, not the last
+    returned, so a caller who may read little still moves forward.
     """
     query = _ROWS
     if item_id is not None:
@@ -201,8 +201,9 @@ async def visible(
     by_id = {f.id: f for defs in fields.values() for f in defs}
     out = []
     for change in rows:
-        if change.kind is ChangeKind.ITEM_DELETED:
-            # Anyone who could read something of the tracker may learn the item is gone.
+        if change.kind in (ChangeKind.CREATED, ChangeKind.ITEM_DELETED):
+            # Anyone who could read something of the tracker may learn the item came or
+            # went.
             defs = fields.get(change.tracker or 0, [])
             if who.is_admin or any(f.readable_by(who) for f in defs):
                 out.append(change)
