@@ -9,7 +9,7 @@ from quart import Blueprint, request
 from quart.typing import ResponseReturnValue
 
 from hub.changes import Change, ChangeKind
-from instance import changelog, items, trackers
+from instance import changelog, finding, items, trackers
 from instance.accounts import iso
 from instance.errors import ApiError, not_found
 from instance.federation.exports import topic_of
@@ -43,18 +43,22 @@ def _not_modified_or(body: dict[str, Any]) -> Any:
 
 @bp.get("/trackers/<slug>/items")
 async def list_items(slug: str) -> ResponseReturnValue:
+    """Items of a tracker: sorted, filtered, searched, a page at a time (instance/finding.py
+    reads the query; README.md, "Finding items", documents it)."""
     who = await principal()
-    limit = int_arg("limit", 50, minimum=1, maximum=500)
-    after = int_arg("after", 0)
     async with db().read() as session:
         tracker = await trackers.get_tracker(session, slug)
         fields = await trackers.tracker_fields(session, tracker)
         if not (who.is_admin or items.readable(fields, who)):
             raise not_found(f"tracker {slug!r}")
-        rows = await items.list_items(session, tracker, after=after, limit=limit)
+        query = finding.parse_query(request.args, slug, fields, who)
+        page = await finding.find_items(session, tracker.id, query)
         body = {
-            "items": await items.items_json(session, rows, tracker, fields, who),
-            "next_after": rows[-1].id if len(rows) == limit else None,
+            "items": await items.items_json(session, page.items, tracker, fields, who),
+            "next": page.next,
+            "prev": page.prev,
+            "next_after": page.next_after,
+            "sort": query.sort,
         }
     return body
 
