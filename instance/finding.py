@@ -248,7 +248,8 @@ def parse_query(args: Any, slug: str, fields: Sequence[FieldDef], who: Principal
         got = args.getlist(param)
         if len(got) > 1:
             raise bad(f"query parameter {param} may be given once, got it {len(got)} times")
-        return got[0] if got else None
+        # An empty value is no value: a form sends its empty inputs as param=.
+        return got[0] if got and got[0] != "" else None
 
     limit = _whole(one("limit"), "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     after = _whole(one("after"), "after", 0, 0, 2**63 - 1)
@@ -278,7 +279,9 @@ def parse_query(args: Any, slug: str, fields: Sequence[FieldDef], who: Principal
         if dot and part not in ("from", "to", "is"):
             field_named(param, param)  # a name with a dot names no field
         field_named(base, param)
-        by_field.setdefault(base, {})[part or "is"] = args.getlist(param)
+        given = [v for v in args.getlist(param) if v != ""]
+        if given:
+            by_field.setdefault(base, {})[part or "is"] = given
     filters = tuple(_filter(readable[n], parts) for n, parts in by_field.items())
 
     cursor = None

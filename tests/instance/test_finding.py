@@ -84,6 +84,8 @@ async def test_sort_filter_search_and_paging(env: Env) -> None:
 
     # Every item exactly once, in id order, however small the pages (no silent cap).
     assert await walk(bob, limit=5) == ids
+    # A form's empty inputs ask for nothing.
+    assert await walk(bob, q="", status="", due__from="", sort="", limit="") == ids
     status, body = await page(bob, limit=5)
     assert body["next_after"] == ids[4] and body["sort"] == "id"
     status, body = await page(bob, limit=5, after=ids[4])  # the old id cursor still works
