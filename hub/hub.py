@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hub.backend import FieldRights, LiveBackend, Viewer
+from hub.broker import SHARDS
 from hub.changes import Appended, Change, ChangeKind
 from hub.connection import (
     CLOSE_GOING_AWAY,
@@ -87,6 +88,7 @@ class Hub:
         self.connections: set[Connection] = set()
         self._watchers: dict[int, set[Connection]] = defaultdict(set)
         self._tracker_watchers: dict[int, set[Connection]] = defaultdict(set)
+        self._watching_everything = False
         # (user, tracker) -> that user's rights on that tracker's fields.
         self._rights: dict[tuple[int | None, int], FieldRights] = {}
         self._rights_generation = 0  # counts rights events read
@@ -189,6 +191,17 @@ class Hub:
                 watchers.discard(conn)
                 if not watchers:
                     del self._tracker_watchers[tracker]
+        self._watch_everything(bool(self._tracker_watchers))
+
+    def _watch_everything(self, on: bool) -> None:
+        """A tracker's items are any items: while a socket here watches a tracker, this
+        process hears the broker's wake-ups for every item (every shard of the Redis
+        broker; watching items 0..SHARDS-1 is watching each shard once)."""
+        if on == self._watching_everything or self.broker is None:
+            return
+        self._watching_everything = on
+        for item in range(SHARDS):
+            (self.broker.watch if on else self.broker.unwatch)(item)
 
     async def subscribe_trackers(self, conn: Connection, trackers: list[int]
                                  ) -> list[dict[str, Any]]:
@@ -213,6 +226,7 @@ class Hub:
                 conn.trackers[tracker] = rights
                 conn.tracker_floors[tracker] = floor
                 self._tracker_watchers[tracker].add(conn)
+                self._watch_everything(True)
             out.append({"tracker": tracker, "readable": sorted(rights.readable),
                         "editable": sorted(rights.editable)})
         return out
