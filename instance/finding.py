@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, Float, String, exists, select, tuple_
+from sqlalchemy import ColumnElement, Float, String, exists, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -79,13 +79,13 @@ class raw_text(FunctionElement[str]):
 
 
 class is_text(FunctionElement[bool]):
-    type = Boolean()
+    # No Boolean type: SQLAlchemy would add "= 1" on SQLite, and the condition would no
+    # longer be the partial indexes' own, which SQLite then does not use.
     inherit_cache = True
     name = "is_text"
 
 
 class is_num(FunctionElement[bool]):
-    type = Boolean()
     inherit_cache = True
     name = "is_num"
 
