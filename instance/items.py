@@ -100,16 +100,6 @@ def etag_for(body: Any) -> str:
     return f'"{digest}"'
 
 
-async def list_items(
-    session: AsyncSession, tracker: Tracker, *, after: int, limit: int
-) -> list[Item]:
-    rows = await session.execute(
-        select(Item).where(Item.tracker_id == tracker.id, Item.id > after)
-        .order_by(Item.id).limit(limit)
-    )
-    return list(rows.scalars())
-
-
 # ---- writes ----------------------------------------------------------------------------
 
 
