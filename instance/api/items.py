@@ -151,8 +151,8 @@ def change_json(change: Change, trackers: dict[int, str]) -> dict[str, Any]:
     tracker = trackers.get(change.tracker) if change.tracker is not None else None
     if change.kind is ChangeKind.CREATED:
         return {"event": change.event, "item": change.item, "tracker": tracker,
-                "created": True, "field": None, "by": change.by, "source": change.source,
-                "at": iso(change.at)}
+                "created": True, "field": None, "item_version": change.item_version,
+                "by": change.by, "source": change.source, "at": iso(change.at)}
     if change.kind is ChangeKind.ITEM_DELETED:
         return {"event": change.event, "item": change.item, "tracker": tracker,
                 "deleted": True, "by": change.by, "at": iso(change.at)}
