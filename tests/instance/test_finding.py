@@ -172,6 +172,17 @@ async def test_hidden_fields_answer_as_missing_and_never_match(env: Env) -> None
     decoded = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     assert "hay" not in decoded and "needle" not in decoded and "title" in decoded
 
+    # The tracker page takes the same parameters and the same refusals, and shows bob
+    # no column, value or search hit of a field he may not read.
+    r = await bob.get("/trackers/bugs?q=crash&status=open&sort=-due")
+    html = await r.get_data(as_text=True)
+    assert r.status_code == 200 and "Crash 00" in html  # open
+    assert "Crash 04" not in html and "Slow 02" not in html  # closed; no "crash"
+    assert "hay" not in html and "Notes" not in html and "secret_rank" not in html
+    assert "hay" in await (await alice.get("/trackers/bugs")).get_data(as_text=True)
+    r = await bob.get("/trackers/bugs?sort=notes")
+    assert r.status_code == 400 and "has no field 'notes'" in await r.get_data(as_text=True)
+
     # The creation rows: alice and bob see them (they read something of the tracker);
     # anonymous, who may read nothing, sees none.
     anon = await env.client()
