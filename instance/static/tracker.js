@@ -146,9 +146,11 @@
         break;
       case "updates":
         for (const u of msg.updates) {
+          // Items not shown here (other pages, other filters) are none of this page's
+          // business; a new item's first values may come before its "created" frame,
+          // and the item read then holds them.
           const row = rowOf(u.item);
           if (row) setCell(row, u.field, u.value, u.version);
-          else added(u.item);
         }
         break;
       case "created":
