@@ -290,12 +290,25 @@ def parse_query(args: Any, slug: str, fields: Sequence[FieldDef], who: Principal
         raise bad("give cursor or after, not both")
     if token is not None:
         cursor = Cursor.decode(token, sort)
+        if not _fits(cursor, sort_field):
+            raise bad("cursor is not one this server handed out; take next or prev "
+                      "from a page's answer")
     elif after:
         if sort != "id":
             raise bad(f"after pages only sort=id; with sort={sort} use the cursor of a page's "
                       "answer (next, prev)")
         cursor = Cursor(True, sort, 0, None, after)
     return ItemQuery(sort_field, descending, filters, q or None, q_fields, limit, cursor)
+
+
+def _fits(cursor: Cursor, f: FieldDef | None) -> bool:
+    """Whether a cursor's key is of the kind its sort compares (a made-up one could
+    otherwise compare text with a number, which PostgreSQL refuses)."""
+    if f is None or cursor.segment == 1:
+        return cursor.key is None and (f is not None or cursor.segment == 0)
+    if f.type == "number":
+        return isinstance(cursor.key, int | float)
+    return isinstance(cursor.key, str)
 
 
 def _whole(raw: str | None, name: str, default: int, low: int, high: int) -> int:

@@ -137,6 +137,14 @@ async def test_sort_filter_search_and_paging(env: Env) -> None:
         status, body = await page(bob, **params)
         assert status == 400 and body["error"] == "bad_query", (params, body)
         assert words in body["detail"], (params, body)
+    # A made-up cursor whose key is of the wrong kind is refused, not a server error.
+    import base64
+    import json
+    for made_up in (["title", 0, 5, 1], ["estimate", 0, "x", 1], ["id", 1, None, 1],
+                    ["id", 0, "x", 1]):
+        token = base64.urlsafe_b64encode(json.dumps([1, *made_up]).encode()).decode()
+        status, body = await page(bob, sort=made_up[0], cursor=token)
+        assert status == 400 and "not one this server handed out" in body["detail"], made_up
     # A cursor of one sort order is refused for another.
     status, body = await page(bob, sort="title", limit=2)
     status, body = await page(bob, sort="due", cursor=body["next"])
