@@ -132,6 +132,8 @@ async def test_sort_filter_search_and_paging(env: Env) -> None:
         ({"cursor": "not-a-cursor"}, "not one this server handed out"),
         ({"sort": ["title", "due"]}, "may be given once"),
         ({"limit": "501"}, "between 1 and 500"),
+        ({"owner": "al\x00ice"}, "not text"),
+        ({"q": "a\x00"}, "not text"),
         ({"q": "x" * 201}, "at most 200"),
     ]:
         status, body = await page(bob, **params)
@@ -141,7 +143,7 @@ async def test_sort_filter_search_and_paging(env: Env) -> None:
     import base64
     import json
     for made_up in (["title", 0, 5, 1], ["estimate", 0, "x", 1], ["id", 1, None, 1],
-                    ["id", 0, "x", 1]):
+                    ["id", 0, "x", 1], ["title", 0, "a\x00", 1]):
         token = base64.urlsafe_b64encode(json.dumps([1, *made_up]).encode()).decode()
         status, body = await page(bob, sort=made_up[0], cursor=token)
         assert status == 400 and "not one this server handed out" in body["detail"], made_up
