@@ -19,6 +19,9 @@ class ChangeKind(StrEnum):
 
     #: A field of an item got a new value (``item``, ``field``, ``value``, ``version``).
     VALUE = "value"
+    #: An item was created (``item``, ``tracker``), written before its first values in
+    #: the same transaction: what lets a live tracker page show new items.
+    CREATED = "created"
     #: An item was deleted (``item``, ``tracker``); its history stays in the log.
     ITEM_DELETED = "deleted"
     #: Who may read or edit which fields changed (memberships, field groups, admin

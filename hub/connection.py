@@ -42,8 +42,8 @@ MAX_CONTROL_BACKLOG = 256
 MAX_PENDING = 256
 
 Send = Callable[[str], Awaitable[None]]
-# (event, item, field, encoded update)
-Pending = tuple[int, int, str, str]
+# (event, item, field, encoded update, tracker)
+Pending = tuple[int, int, str, str, int]
 
 
 def dumps(obj: Any) -> str:
@@ -137,6 +137,11 @@ class Connection:
         # item id -> the position the client has for it: events at or below it are not
         # sent. Per item: subscribing to one item must not hide another's updates.
         self.floors: dict[int, int] = {}
+        # tracker id -> the rights last announced, for every tracker subscribed to: its
+        # items' updates and creations reach this connection too.
+        self.trackers: dict[int, FieldRights] = {}
+        # tracker id -> events at or below it are not sent for that tracker's items.
+        self.tracker_floors: dict[int, int] = {}
         # While a catch-up is read from the log, live updates wait here, in order.
         self.holding: list[Pending] | None = None
         self._pending: list[Pending] = []
@@ -162,8 +167,12 @@ class Connection:
 
     def push_entry(self, entry: Pending) -> None:
         """Queue one update; the hub shares one entry among all its readers."""
-        event = entry[0]
-        if event <= self.floors.get(entry[1], 0) or self.closed.done():
+        event, item, tracker = entry[0], entry[1], entry[4]
+        # Sent if the client lacks it through one of the ways it watches: the item, or
+        # the item's tracker.
+        if self.closed.done() or not (
+                (item in self.items and event > self.floors.get(item, 0))
+                or (tracker in self.trackers and event > self.tracker_floors.get(tracker, 0))):
             return
         if self.holding is not None:
             self.holding.append(entry)
@@ -228,6 +237,13 @@ class Connection:
         self._recount()
         if self.holding is not None:
             self.holding = [e for e in self.holding if e[1] != item or e[2] in readable]
+
+    def forget_tracker(self, tracker: int, readable: frozenset[str]) -> None:
+        """Drop queued updates of ``tracker``'s items whose field is not in ``readable``."""
+        self._pending = [e for e in self._pending if e[4] != tracker or e[2] in readable]
+        self._recount()
+        if self.holding is not None:
+            self.holding = [e for e in self.holding if e[4] != tracker or e[2] in readable]
 
     def flush(self) -> None:
         """Called by the pacer: write what is pending now."""

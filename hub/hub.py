@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hub.backend import FieldRights, LiveBackend, Viewer
+from hub.broker import SHARDS
 from hub.changes import Appended, Change, ChangeKind
 from hub.connection import (
     CLOSE_GOING_AWAY,
@@ -74,6 +75,7 @@ class HubConfig:
     replay_limit: int = 5000
     read_batch: int = 1000
     max_items: int = 500
+    max_trackers: int = 20
 
 
 class Hub:
@@ -85,6 +87,8 @@ class Hub:
         self.cursor = 0
         self.connections: set[Connection] = set()
         self._watchers: dict[int, set[Connection]] = defaultdict(set)
+        self._tracker_watchers: dict[int, set[Connection]] = defaultdict(set)
+        self._watching_everything = False
         # (user, tracker) -> that user's rights on that tracker's fields.
         self._rights: dict[tuple[int | None, int], FieldRights] = {}
         self._rights_generation = 0  # counts rights events read
@@ -161,6 +165,7 @@ class Hub:
         conn.close(CLOSE_GOING_AWAY, "disconnected")
         self.connections.discard(conn)
         self._drop_items(conn, list(conn.items))
+        self.unsubscribe_trackers(conn, list(conn.trackers))
 
     def _drop_items(self, conn: Connection, items: Iterable[int]) -> None:
         for item in items:
@@ -176,6 +181,55 @@ class Hub:
 
     def unsubscribe(self, conn: Connection, items: Iterable[int]) -> None:
         self._drop_items(conn, items)
+
+    def unsubscribe_trackers(self, conn: Connection, trackers: Iterable[int]) -> None:
+        for tracker in trackers:
+            conn.trackers.pop(tracker, None)
+            conn.tracker_floors.pop(tracker, None)
+            watchers = self._tracker_watchers.get(tracker)
+            if watchers is not None:
+                watchers.discard(conn)
+                if not watchers:
+                    del self._tracker_watchers[tracker]
+        self._watch_everything(bool(self._tracker_watchers))
+
+    def _watch_everything(self, on: bool) -> None:
+        """A tracker's items are any items: while a socket here watches a tracker, this
+        process hears the broker's wake-ups for every item (every shard of the Redis
+        broker; watching items 0..SHARDS-1 is watching each shard once)."""
+        if on == self._watching_everything or self.broker is None:
+            return
+        self._watching_everything = on
+        for item in range(SHARDS):
+            (self.broker.watch if on else self.broker.unwatch)(item)
+
+    async def subscribe_trackers(self, conn: Connection, trackers: list[int]
+                                 ) -> list[dict[str, Any]]:
+        """Start sending the updates of every item of these trackers (of the fields the
+        user may read), and ``created`` frames for their new items, from now on.
+
+        No catch-up: a tracker page reloads its rows after a reconnect. Like items, a
+        tracker that does not exist is accepted with no rights, so the answer does not
+        tell which ids exist. Returns each tracker's rights, for the ``subscribed`` answer.
+        """
+        new = [t for t in dict.fromkeys(trackers) if t not in conn.trackers]
+        if len(conn.trackers) + len(new) > self.config.max_trackers:
+            raise ValueError(f"at most {self.config.max_trackers} trackers per connection")
+        user = conn.viewer.user_id
+        await self._ensure_rights(user, set(new))
+        # From now: also past what this process has read, as for items without position.
+        floor = max(self.cursor, await self.backend.head())
+        out = []
+        for tracker in dict.fromkeys(trackers):
+            rights = conn.trackers.get(tracker) or self._rights.get((user, tracker), NO_RIGHTS)
+            if tracker in new:
+                conn.trackers[tracker] = rights
+                conn.tracker_floors[tracker] = floor
+                self._tracker_watchers[tracker].add(conn)
+                self._watch_everything(True)
+            out.append({"tracker": tracker, "readable": sorted(rights.readable),
+                        "editable": sorted(rights.editable)})
+        return out
 
     async def subscribe(self, conn: Connection, items: list[int],
                         position: tuple[str, int] | None) -> dict[str, Any]:
@@ -262,7 +316,7 @@ class Hub:
             if rec.item is None or rec.field is None or rec.tracker is None:
                 continue
             if rec.field in self._rights.get((user, rec.tracker), NO_RIGHTS).readable:
-                replay.append((rec.event, rec.item, rec.field, self._encode(rec)))
+                replay.append((rec.event, rec.item, rec.field, self._encode(rec), rec.tracker))
         assert conn.holding is not None
         conn.holding[:0] = replay
         return True
@@ -305,8 +359,10 @@ class Hub:
     async def _apply(self, rec: Change) -> None:
         if rec.kind is ChangeKind.VALUE:
             self._fan_out(rec)
+        elif rec.kind is ChangeKind.CREATED:
+            self._item_created(rec)
         elif rec.kind is ChangeKind.ITEM_DELETED and rec.item is not None:
-            self._item_deleted(rec.item)
+            self._item_deleted(rec.item, rec.tracker)
         elif rec.kind in (ChangeKind.RIGHTS, ChangeKind.FIELD_DELETED):
             # A deleted field is no longer readable by anyone: the same as a rights change.
             await self._rights_changed()
@@ -322,7 +378,11 @@ class Hub:
         item, field, tracker = rec.item, rec.field, rec.tracker
         if item is None or field is None or tracker is None:
             return
-        watchers = self._watchers.get(item)
+        watchers: set[Connection] | None = self._watchers.get(item)
+        by_tracker = self._tracker_watchers.get(tracker)
+        if by_tracker:
+            # A socket watching the item and its tracker gets the update once.
+            watchers = by_tracker if not watchers else watchers | by_tracker
         if not watchers:
             return
         # Once per change, shared by every reader: the encoded update, its outbox entry,
@@ -339,12 +399,28 @@ class Hub:
             if not ok:
                 continue
             if entry is None:
-                entry = (rec.event, item, field, self._encode(rec))
+                entry = (rec.event, item, field, self._encode(rec), tracker)
             conn.push_entry(entry)
             delivered += 1
         self.delivered += delivered
 
-    def _item_deleted(self, item: int) -> None:
+    def _item_created(self, rec: Change) -> None:
+        if rec.tracker is None or rec.item is None:
+            return
+        for conn in self._tracker_watchers.get(rec.tracker, ()):
+            # Only a user who may read something of the tracker learns of the new item.
+            if (rec.event > conn.tracker_floors.get(rec.tracker, 0) and self._rights.get(
+                    (conn.viewer.user_id, rec.tracker), NO_RIGHTS).readable):
+                conn.push_control({"type": "created", "item": rec.item, "tracker": rec.tracker,
+                                   "event": rec.event, "epoch": self.backend.epoch})
+
+    def _item_deleted(self, item: int, tracker: int | None = None) -> None:
+        watching = self._watchers.get(item, set())
+        if tracker is not None:
+            for conn in self._tracker_watchers.get(tracker, ()):
+                if conn not in watching and self._rights.get(
+                        (conn.viewer.user_id, tracker), NO_RIGHTS).readable:
+                    conn.push_control({"type": "deleted", "item": item})
         for conn in list(self._watchers.get(item, ())):
             tracker = conn.items.get(item)
             # Only a user who could see something of the item learns it is gone.
@@ -361,6 +437,7 @@ class Hub:
         needed: dict[int | None, set[int]] = defaultdict(set)
         for conn in self.connections:
             needed[conn.viewer.user_id].update(conn.items.values())
+            needed[conn.viewer.user_id].update(conn.trackers)
         for user_id, trackers in needed.items():
             await self._ensure_rights(user_id, trackers)
         for conn in self.connections:
@@ -376,6 +453,15 @@ class Hub:
                         conn.forget(item, now.readable)
                     conn.announced[item] = now
                     conn.push_control({"type": "fields", "item": item,
+                                       "readable": sorted(now.readable),
+                                       "editable": sorted(now.editable)})
+            for tracker, before in list(conn.trackers.items()):
+                now = self._rights.get((conn.viewer.user_id, tracker), NO_RIGHTS)
+                if now != before:
+                    if not now.readable >= before.readable:
+                        conn.forget_tracker(tracker, now.readable)
+                    conn.trackers[tracker] = now
+                    conn.push_control({"type": "fields", "tracker": tracker,
                                        "readable": sorted(now.readable),
                                        "editable": sorted(now.editable)})
 

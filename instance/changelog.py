@@ -218,13 +218,14 @@ VISIBLE_WINDOW = 10_000
 def _readable_rows(who: Principal, fields: dict[int, list[FieldDef]]
                    ) -> tuple[Any, list[int]]:
     """The rows ``who`` may read now, as a condition: values of fields they may read,
-    deletions of items of trackers they see something of."""
+    creations and deletions of items of trackers they see something of."""
     field_ids = [f.id for defs in fields.values() for f in defs if f.readable_by(who)]
     tracker_ids = [t for t, defs in fields.items()
                    if who.is_admin or any(f.readable_by(who) for f in defs)]
     return or_(
         and_(_log.c.kind == ChangeKind.VALUE.value, _log.c.field_id.in_(field_ids)),
-        and_(_log.c.kind == ChangeKind.ITEM_DELETED.value, _log.c.tracker_id.in_(tracker_ids)),
+        and_(_log.c.kind.in_([ChangeKind.CREATED.value, ChangeKind.ITEM_DELETED.value]),
+             _log.c.tracker_id.in_(tracker_ids)),
     ), field_ids
 
 
@@ -265,14 +266,14 @@ async def visible(
     """The rows after ``since`` that ``who`` may read now, the cursor to resume from,
     and whether more rows may follow.
 
-    Clients see field values they may read and deletions of items of trackers they can
-    see something of; rights, session, export and field events are for the instance's
-    own readers. The rights are applied in the query, and the cursor depends only on
-    what the caller may read: the last row returned when the page is full, else where
-    the reading stopped (the head of the log read first, or the end of the window). It
-    never stops at a row the caller may not read, so it does not step through the
-    events of an item or field hidden from them, and the answer for an item they may
-    read nothing of is the answer for an item that does not exist.
+    Clients see field values they may read, and creations and deletions of items of
+    trackers they can see something of; rights, session, export and field events are
+    for the instance's own readers. The rights are applied in the query, and the cursor
+    depends only on what the caller may read: the last row returned when the page is
+    full, else where the reading stopped (the head of the log read first, or the end of
+    the window). It never stops at a row the caller may not read, so it does not step
+    through the events of an item or field hidden from them, and the answer for an item
+    they may read nothing of is the answer for an item that does not exist.
     """
     upto = await head(session)
     if tracker_id is not None:

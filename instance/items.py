@@ -134,16 +134,6 @@ def etag_for(body: Any) -> str:
     return f'"{digest}"'
 
 
-async def list_items(
-    session: AsyncSession, tracker: Tracker, *, after: int, limit: int
-) -> list[Item]:
-    rows = await session.execute(
-        select(Item).where(Item.tracker_id == tracker.id, Item.id > after)
-        .order_by(Item.id).limit(limit)
-    )
-    return list(rows.scalars())
-
-
 # ---- writes ----------------------------------------------------------------------------
 
 
@@ -326,7 +316,12 @@ async def create_item(
     item = Item(tracker_id=tracker.id, version=0, created_at=at, created_by=who.user_id)
     session.add(item)
     await session.flush()
-    changes = []
+    # Before the values: a reader of the log learns of the item, then of what it holds.
+    created = await changelog.append(session, ChangeKind.CREATED, at=at, item_id=item.id,
+                                     tracker_id=tracker.id, item_version=0,
+                                     actor_id=who.user_id)
+    changes = [Change(event=created, kind=ChangeKind.CREATED, at=at, item=item.id,
+                      tracker=tracker.id, item_version=0, by=who.username)]
     if checked:
         await session.execute(insert(FieldValue), [
             {"item_id": item.id, "field_id": f.id, "value": None, "version": 0,

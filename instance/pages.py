@@ -9,12 +9,13 @@ whatever changed between rendering and subscribing.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from quart import Blueprint, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers.response import Response
 
-from instance import changelog, items, trackers
+from instance import changelog, finding, items, trackers
 from instance.errors import not_found
 from instance.federation.urls import feed_url, hub_url
 from instance.models import Item, Tracker, User
@@ -72,12 +73,35 @@ async def tracker(slug: str) -> str | Response:
         fields = await trackers.tracker_fields(session, found)
         if not trackers.tracker_visible(fields, who):
             return _unseen(user, f"tracker {slug!r}")
-        rows = await items.list_items(session, found, after=0, limit=200)
-        listed = await items.items_json(session, rows, found, fields, who)
-    columns = [f for f in fields if f.readable_by(who)][:4]
+        # The same query parameters as GET /api/trackers/SLUG/items: links are shareable.
+        query = finding.parse_query(request.args, slug, fields, who)
+        # The position before the rows: the socket sends what changed after it.
+        epoch, offset = await changelog.epoch(session), await changelog.head(session)
+        found_page = await finding.find_items(session, found.id, query)
+        listed = await items.items_json(session, found_page.items, found, fields, who)
+    columns = [f for f in fields if f.readable_by(who)]
     can_create = who.is_admin or any(f.editable_by(who) for f in fields)
+    here = url_for("pages.tracker", slug=slug)
+
+    def link(*, sort: str | None = None, cursor: str | None = None) -> str:
+        params = query.params(sort=sort) + ([("cursor", cursor)] if cursor else [])
+        return here + ("?" + urlencode(params) if params else "")
+
+    sorts = {f.name: link(sort=f.name if query.sort != f.name else "-" + f.name)
+             for f in columns}
+    sorts["id"] = link(sort="-id" if query.sort == "id" else "id")
+    paging = {"next": link(cursor=found_page.next) if found_page.next else None,
+              "prev": link(cursor=found_page.prev) if found_page.prev else None}
+    filters = {f.field.name: f for f in query.filters}
+    data = {"tracker": {"id": found.id, "slug": found.slug},
+            "columns": [{"name": f.name, "label": f.label, "type": f.type} for f in columns],
+            "query": query.describe(), "position": {"epoch": epoch, "offset": offset}}
     return await _page("tracker.html", tracker=found, items=listed, columns=columns,
-                       can_create=can_create, feed=_feed_links(found.slug, fields))
+                       can_create=can_create, feed=_feed_links(found.slug, fields),
+                       query=query, filters=filters, sorts=sorts, paging=paging,
+                       clear=here, data=data, searchable=bool(query.q_fields),
+                       filterable=[f for f in columns
+                                   if f.type in finding.BY_VALUE + finding.BY_RANGE])
 
 
 def _feed_links(slug: str, fields: list[FieldDef]) -> dict[str, str] | None:

@@ -80,6 +80,7 @@ async def visible_trackers(session: AsyncSession, who: Principal
 def tracker_json(tracker: Tracker, fields: list[FieldDef], who: Principal,
                  group_names: dict[int, str]) -> dict[str, Any]:
     return {
+        "id": tracker.id,  # what a /live subscription to the tracker names
         "slug": tracker.slug,
         "name": tracker.name,
         "description": tracker.description,

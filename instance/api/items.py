@@ -7,10 +7,11 @@ from typing import Any
 
 from quart import Blueprint, request
 from quart.typing import ResponseReturnValue
+from quart_schema import document_querystring
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.changes import Change, ChangeKind
-from instance import changelog, items, trackers
+from instance import changelog, finding, items, trackers
 from instance.accounts import iso
 from instance.api import schemas
 from instance.errors import ApiError, not_found
@@ -47,20 +48,28 @@ def _not_modified_or(body: dict[str, Any]) -> Any:
 
 @bp.get("/trackers/<slug>/items")
 @responds(200, schemas.ItemPage, sample="items")
-@with_query(schemas.ItemsQuery)
-async def list_items(slug: str, query: schemas.ItemsQuery) -> ResponseReturnValue:
-    """A page of a tracker's items, by id, with the fields the caller may read."""
+@document_querystring(schemas.ItemsQuery)
+async def list_items(slug: str) -> ResponseReturnValue:
+    """Items of a tracker: sorted, filtered, searched, a page at a time.
+
+    instance/finding.py reads the query itself (described, not parsed, by ItemsQuery):
+    per-field filters are named after fields, and unknown parameters are refused, which
+    the generic query reader cannot do. README.md, "Finding items", documents it.
+    """
     who = await principal()
-    limit, after = query.limit, query.after
     async with db().read() as session:
         tracker = await trackers.get_tracker(session, slug)
         fields = await trackers.tracker_fields(session, tracker)
         if not (who.is_admin or items.readable(fields, who)):
             raise not_found(f"tracker {slug!r}")
-        rows = await items.list_items(session, tracker, after=after, limit=limit)
+        query = finding.parse_query(request.args, slug, fields, who)
+        page = await finding.find_items(session, tracker.id, query)
         body = {
-            "items": await items.items_json(session, rows, tracker, fields, who),
-            "next_after": rows[-1].id if len(rows) == limit else None,
+            "items": await items.items_json(session, page.items, tracker, fields, who),
+            "next": page.next,
+            "prev": page.prev,
+            "next_after": page.next_after,
+            "sort": query.sort,
         }
     return body
 
@@ -163,6 +172,10 @@ async def save_field(item_id: int, name: str, data: schemas.NewValue) -> Respons
 def change_json(change: Change, trackers: dict[int, str]) -> dict[str, Any]:
     """A change-log row as ``/api/changes`` shows it."""
     tracker = trackers.get(change.tracker) if change.tracker is not None else None
+    if change.kind is ChangeKind.CREATED:
+        return {"event": change.event, "item": change.item, "tracker": tracker,
+                "created": True, "field": None, "item_version": change.item_version,
+                "by": change.by, "source": change.source, "at": iso(change.at)}
     if change.kind is ChangeKind.ITEM_DELETED:
         return {"event": change.event, "item": change.item, "tracker": tracker,
                 "deleted": True, "by": change.by, "at": iso(change.at)}

@@ -204,8 +204,10 @@ class FieldDefinition(TypedDict):
 
 @with_config(STRICT)
 class Tracker(TypedDict):
-    """A tracker with the fields the caller may read, in display order."""
+    """A tracker with the fields the caller may read, in display order; `id` is what a
+    `/live` subscription to the tracker names."""
 
+    id: Id
     slug: str
     name: str
     description: str
@@ -324,10 +326,15 @@ class ItemView(Item):
 
 @with_config(STRICT)
 class ItemPage(TypedDict):
-    """Items by id; `next_after` is the `after` of the next page, null on the last."""
+    """A page of items in the order of `sort`; `next` and `prev` are the `cursor` of the
+    page after and before it (null at either end); with `sort=id`, `next_after` is the
+    `after` of the next page (null on the last)."""
 
     items: list[Item]
+    next: str | None
+    prev: str | None
     next_after: Id | None
+    sort: str
 
 
 @with_config(strict({"fields": {"title": "The login page is slow"}}, {"fields": {}}))
@@ -387,6 +394,21 @@ class ValueChange(TypedDict):
 
 
 @with_config(STRICT)
+class ItemCreated(TypedDict):
+    """An item was created (its first values follow as their own rows)."""
+
+    event: Id
+    item: Id
+    tracker: str | None
+    created: Literal[True]
+    field: None
+    item_version: Annotated[int, Field(ge=0)]
+    by: str | None
+    source: Literal["user", "federation"]
+    at: Timestamp
+
+
+@with_config(STRICT)
 class ItemDeleted(TypedDict):
     """An item was deleted."""
 
@@ -404,7 +426,7 @@ class ChangePage(TypedDict):
     while `more`; positions compare only within one `epoch`."""
 
     epoch: str
-    changes: list[ValueChange | ItemDeleted]
+    changes: list[ValueChange | ItemCreated | ItemDeleted]
     next: Annotated[int, Field(ge=0)]
     more: bool
     head: Annotated[int, Field(ge=0)]
@@ -565,12 +587,22 @@ class Linked(TypedDict):
 
 
 class ItemsQuery(BaseModel):
+    """Besides these, per readable field: `FIELD=VALUE` (dropdown and user fields,
+    repeatable) and `FIELD.from` / `FIELD.to` (date and number fields). Any other
+    parameter is refused with 400."""
+
     model_config = ConfigDict(strict=True)
 
     limit: int = Field(50, ge=1, le=500, description="items per page")
+    sort: str = Field("id", description="a readable field's name, or id; a leading - "
+                                        "sorts descending")
+    q: str = Field("", description="only items where a readable text field contains this "
+                                   "(case-insensitive)")
+    cursor: str = Field("", description="the next or prev of the page before, in the same "
+                                        "sort")
     after: int = Field(0, ge=0, le=MAX_INT,
-                       description="only items with a greater id: the next_after of the "
-                                   "page before")
+                       description="with sort=id: only items with a greater id, the "
+                                   "next_after of the page before")
 
 
 class ChangesQuery(BaseModel):

@@ -152,16 +152,42 @@ def _parse_message(data: str | bytes) -> dict[str, Any]:
     return msg
 
 
-def _parse_subscribe(msg: dict[str, Any]) -> tuple[list[int], tuple[str, int] | None]:
-    items = _item_ids(msg.get("items"), empty_ok=False)
+def _parse_subscribe(msg: dict[str, Any]
+                     ) -> tuple[list[int], tuple[str, int] | None, list[int]]:
+    """Items, their position, and trackers: a subscribe names items, trackers or both."""
+    trackers = _tracker_ids(msg.get("trackers", []))
+    items = _item_ids(msg.get("items", []), empty_ok=True)
+    if not items and not trackers:
+        raise ValueError("a subscribe names items (a non-empty list of item ids), trackers "
+                         "(a non-empty list of tracker ids), or both")
     position = msg.get("position")
     if position is None:
-        return items, None
+        return items, None, trackers
     if (not isinstance(position, dict) or not isinstance(position.get("epoch"), str)
             or not _is_id(position.get("offset"), 0)):
         raise ValueError('position must be {"epoch": string, "offset": integer from 0 to '
                          f'{MAX_ID}}}')
-    return items, (position["epoch"], position["offset"])
+    return items, (position["epoch"], position["offset"]), trackers
+
+
+def _tracker_ids(value: Any) -> list[int]:
+    if not isinstance(value, list) or not all(_is_id(i, 1) for i in value):
+        raise ValueError(f"trackers must be a list of tracker ids (whole numbers from 1 to "
+                         f"{MAX_ID})")
+    return value
+
+
+async def _subscribe(hub: Hub, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+    items, position, trackers = _parse_subscribe(msg)
+    if items:
+        answer = await hub.subscribe(conn, items, position)
+    else:
+        answer = {"type": "subscribed", "items": [], "recovered": None,
+                  "epoch": hub.backend.epoch, "offset": hub.cursor, "fields": []}
+    if trackers:
+        answer["trackers"] = trackers
+        answer["trackers_fields"] = await hub.subscribe_trackers(conn, trackers)
+    return answer
 
 
 async def _read_messages(hub: Hub, conn: Connection) -> None:
@@ -173,10 +199,10 @@ async def _read_messages(hub: Hub, conn: Connection) -> None:
             msg = _parse_message(data)
             kind = msg.get("type")
             if kind == "subscribe":
-                items, position = _parse_subscribe(msg)
-                conn.push_control(await hub.subscribe(conn, items, position))
+                conn.push_control(await _subscribe(hub, conn, msg))
             elif kind == "unsubscribe":
-                hub.unsubscribe(conn, _item_ids(msg.get("items"), empty_ok=True))
+                hub.unsubscribe(conn, _item_ids(msg.get("items", []), empty_ok=True))
+                hub.unsubscribe_trackers(conn, _tracker_ids(msg.get("trackers", [])))
             elif kind != "pong":
                 raise ValueError(f"unknown message type {kind!r}; expected subscribe, "
                                  "unsubscribe or pong")

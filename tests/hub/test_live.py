@@ -360,3 +360,72 @@ async def test_a_writer_that_fails_closes_its_socket_with_1011(
             await sb.next("never", wait_s=3)
         assert "1011" in repr(info.value)
     assert any("writer failed" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+async def test_tracker_subscription_new_items_values_and_rights(env: Env) -> None:
+    """A socket subscribed to a tracker gets its new items and every readable change of
+    any of its items; a hidden field's value is in no frame, before or after a rights
+    change."""
+    await setup(env)
+    admin, alice, bob = (await env.client("admin"), await env.client("alice"),
+                         await env.client("bob"))
+    tracker = (await (await bob.get("/api/trackers/bugs")).get_json())["id"]
+    async with alice.websocket("/live") as wa, bob.websocket("/live") as wb:
+        sa, sb = Socket(wa), Socket(wb)
+        for s in (sa, sb):
+            await s.send(type="subscribe", trackers=[tracker, 999_999])
+            sub = await s.next("subscribed")
+            assert sub["trackers"] == [tracker, 999_999] and sub["items"] == []
+        # A tracker that does not exist answers as one the user may read nothing of.
+        assert sub["trackers_fields"] == [
+            {"tracker": tracker, "readable": ["title"], "editable": ["title"]},
+            {"tracker": 999_999, "readable": [], "editable": []}]
+        r = await admin.post("/api/trackers/bugs/items",
+                             json={"fields": {"title": "fresh", "notes": "HIDDEN-1"}})
+        item = (await r.get_json())["id"]
+        # One commit: its updates frame and the created frame come in one flush round.
+        got = [json.loads(f) for f in await sb.quiet(0.5)]
+        assert [m for m in got if m["type"] == "created"] == [{
+            "type": "created", "item": item, "tracker": tracker,
+            "event": created_event(got), "epoch": sub["epoch"]}]
+        assert [(u["item"], u["field"], u["value"]) for m in got if m["type"] == "updates"
+                for u in m["updates"]] == [(item, "title", "fresh")]
+        assert {u["field"] for u in await sa.updates(2)} == {"title", "notes"}
+        await alice.patch(f"/api/items/{item}/fields/notes", json={"value": "HIDDEN-2"})
+        await alice.patch(f"/api/items/{item}/fields/title", json={"value": "changed"})
+        assert [u["value"] for u in await sb.updates(1)] == ["changed"]
+        # Bob joins Staff: a fields frame for the tracker, then notes reach him.
+        assert (await admin.put("/api/groups/Staff/members/bob")).status_code == 204
+        fields = await sb.next("fields")
+        assert fields == {"type": "fields", "tracker": tracker,
+                          "readable": ["notes", "title"], "editable": ["notes", "title"]}
+        await alice.patch(f"/api/items/{item}/fields/notes", json={"value": "for staff"})
+        assert [u["value"] for u in await sb.updates(1)] == ["for staff"]
+        # And leaves: nothing of notes after that point.
+        assert (await admin.delete("/api/groups/Staff/members/bob")).status_code == 204
+        await alice.patch(f"/api/items/{item}/fields/notes", json={"value": "HIDDEN-3"})
+        await alice.patch(f"/api/items/{item}/fields/title", json={"value": "marker"})
+        assert (await sb.next("fields"))["readable"] == ["title"]
+        assert [u["value"] for u in await sb.updates(1)] == ["marker"]
+        # Subscribed to the item too: each update still arrives once.
+        await sb.send(type="subscribe", items=[item])
+        await sb.next("subscribed")
+        await alice.patch(f"/api/items/{item}/fields/title", json={"value": "once"})
+        assert [u["value"] for u in await sb.updates(1)] == ["once"]
+        assert (await admin.delete(f"/api/items/{item}")).status_code == 204
+        assert (await sb.next("deleted"))["item"] == item
+        # Unsubscribed from the tracker: its new items no longer announced.
+        await sb.send(type="unsubscribe", trackers=[tracker])
+        await admin.post("/api/trackers/bugs/items", json={"fields": {"title": "later"}})
+        assert await sb.quiet(0.4) == []
+        frames = "".join(sb.frames)
+        for secret in ("HIDDEN-1", "HIDDEN-2", "HIDDEN-3"):
+            assert secret not in frames
+        await sb.send(type="subscribe", trackers="all")
+        assert "trackers must be" in (await sb.next("error"))["detail"]
+
+
+def created_event(messages: list[dict[str, Any]]) -> int:
+    """The creation comes first in the log: one event before the item's first value."""
+    first = min(u["event"] for m in messages if m["type"] == "updates" for u in m["updates"])
+    return first - 1

@@ -109,6 +109,19 @@ async def test_change_through_one_process_reaches_a_socket_on_another(
         assert update["value"] == value
         # Far below the 60 s poll: the Redis wake-up carried it.
         assert time.monotonic() - started < 5
+    # A socket watching the tracker hears of a new item, whatever broker shard its id
+    # falls in (the process watches them all while it has a tracker watcher).
+    tracker = (await admin.get("/api/trackers/bugs")).json()["id"]
+    await ws.send(json.dumps({"type": "subscribe", "trackers": [tracker]}))
+    started = time.monotonic()
+    new = (await admin.post("/api/trackers/bugs/items", json={"fields": {"title": "new"}})
+           ).json()["id"]
+    while True:
+        msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        if msg["type"] == "created":
+            assert msg["item"] == new and msg["tracker"] == tracker
+            break
+    assert time.monotonic() - started < 5
     await ws.close()
     await admin.aclose()
 

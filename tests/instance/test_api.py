@@ -174,24 +174,26 @@ async def test_change_log_filtered_by_read_rights(env: Env) -> None:
     await alice.patch(f"/api/items/{item['id']}/fields/notes", json={"value": "hidden 2"})
     r = await alice.get("/api/changes?since=0")
     log = await r.get_json()
-    assert [c["field"] for c in log["changes"]] == ["title", "notes", "notes"]
+    # The creation row first, then the values set in the same transaction.
+    assert log["changes"][0]["created"] is True and log["changes"][0]["item"] == item["id"]
+    assert [c.get("field") for c in log["changes"]] == [None, "title", "notes", "notes"]
     events = [c["event"] for c in log["changes"]]
-    # Creating the item set two fields in one transaction: consecutive ids.
-    assert events[1] == events[0] + 1 and events[2] > events[1]
-    assert log["next"] == events[2] == log["head"] and log["epoch"] and not log["more"]
+    # Creating the item and setting two fields was one transaction: consecutive ids.
+    assert events[1:3] == [events[0] + 1, events[0] + 2] and events[3] > events[2]
+    assert log["next"] == events[3] == log["head"] and log["epoch"] and not log["more"]
     r = await bob.get("/api/changes?since=0")
     text = await r.get_data(as_text=True)
     log = await r.get_json()
-    assert [c["field"] for c in log["changes"]] == ["title"]
+    assert [c.get("field") for c in log["changes"]] == [None, "title"]
     assert "hidden" not in text
-    assert log["next"] == events[2]
-    r = await bob.get(f"/api/changes?since={events[0]}")
+    assert log["next"] == events[3]
+    r = await bob.get(f"/api/changes?since={events[1]}")
     assert (await r.get_json())["changes"] == []
     # A full page says more may follow, and resumes after its last row.
     page = await (await alice.get("/api/changes?since=0&limit=1")).get_json()
     assert page["more"] and page["next"] == events[0]
     # A page that is not full ends at the head: there is nothing more to read.
-    page = await (await alice.get("/api/changes?since=0&limit=4")).get_json()
+    page = await (await alice.get("/api/changes?since=0&limit=5")).get_json()
     assert not page["more"] and page["next"] == page["head"]
 
 
@@ -317,6 +319,7 @@ async def test_admin_deletes_an_item_and_the_log_says_so(env: Env) -> None:
     assert r.status_code == 404
     assert (await admin.delete(f"/api/items/{item['id']}")).status_code == 404
     log = (await (await bob.get("/api/changes?since=0")).get_json())["changes"]
-    assert log[0]["field"] == "title" and log[0]["value"] == "doomed"
+    assert log[0]["created"] is True and log[0]["by"] == "alice"
+    assert log[1]["field"] == "title" and log[1]["value"] == "doomed"
     assert log[-1]["deleted"] is True and log[-1]["item"] == item["id"]
     assert log[-1]["by"] == "admin"

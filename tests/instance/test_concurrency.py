@@ -58,8 +58,10 @@ async def test_same_if_match_exactly_one_wins(instance: RunningInstance) -> None
     current = (await admin.get(f"/api/items/{item}/fields/title")).json()
     assert (current["value"], current["version"]) == (winner["value"], 2)
     log = (await admin.get("/api/changes?since=0")).json()["changes"]
-    assert [c["event"] for c in log] == [log[0]["event"], log[0]["event"] + 1]
-    assert log[1]["value"] == winner["value"] and log[1]["old_version"] == 1
+    # The item's creation, its first title, the one winning save.
+    assert log[0]["created"] and [c["event"] for c in log] == [log[0]["event"] + i
+                                                               for i in range(3)]
+    assert log[2]["value"] == winner["value"] and log[2]["old_version"] == 1
     for c in clients:
         await c.aclose()
     await admin.aclose()
@@ -78,12 +80,13 @@ async def test_concurrent_saves_leave_a_gapless_log(instance: RunningInstance) -
             for i in range(saves)
         ))
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
-    first = (await admin.get("/api/changes?since=0")).json()["changes"][0]["event"]
+    created = (await admin.get("/api/changes?since=0")).json()["changes"][0]["event"]
+    first = created + 1  # the item's creation, then its first title
     events = sorted(r.json()["event"] for r in responses)
     # The item's creation came first; then every save got its own next id, no gap.
     assert events == list(range(first + 1, first + saves + 1))
     log = (await admin.get(f"/api/changes?since=0&limit={first + saves + 10}")).json()
-    assert [c["event"] for c in log["changes"]] == list(range(first, first + saves + 1))
+    assert [c["event"] for c in log["changes"]] == list(range(created, first + saves + 1))
     assert log["head"] == first + saves
     for name in fields:
         chain = [c for c in log["changes"] if c["field"] == name]
@@ -95,5 +98,5 @@ async def test_concurrent_saves_leave_a_gapless_log(instance: RunningInstance) -
         assert current["version"] == len(chain)
         assert current["value"] == chain[-1]["value"]
     item_versions = [c["item_version"] for c in log["changes"]]
-    assert item_versions == list(range(1, saves + 2))
+    assert item_versions == [0, *range(1, saves + 2)]
     await admin.aclose()

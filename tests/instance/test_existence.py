@@ -219,10 +219,11 @@ async def test_versions_and_etags_move_only_with_readable_fields(world: World) -
     r = await world.bob.get(f"/api/items/{item}")
     assert (await r.get_json())["version"] == 2 and r.headers["ETag"] != etag
     log = (await (await world.bob.get(f"/api/changes?item={item}")).get_json())["changes"]
-    assert [c["item_version"] for c in log] == [1, 2]
+    # The creation row comes first, at version 0: the item had no values yet.
+    assert [c["item_version"] for c in log] == [0, 1, 2] and log[0]["created"]
     # From a cursor inside the item's history, too; and alice counts every field.
     page = (await (await world.bob.get(
-        f"/api/changes?item={item}&since={log[0]['event']}")).get_json())["changes"]
+        f"/api/changes?item={item}&since={log[1]['event']}")).get_json())["changes"]
     assert [c["item_version"] for c in page] == [2]
     # The item's history (newest first, a page at a time) gives the same numbers.
     history = (await (await world.bob.get(
@@ -233,7 +234,7 @@ async def test_versions_and_etags_move_only_with_readable_fields(world: World) -
     everything = (await (await world.alice.get(f"/api/items/{item}/history")).get_json())
     assert [c["item_version"] for c in everything["changes"]] == list(range(6, 0, -1))
     full = (await (await world.alice.get(f"/api/changes?item={item}")).get_json())["changes"]
-    assert [c["item_version"] for c in full] == list(range(1, 7))
+    assert [c["item_version"] for c in full] == list(range(7))
     assert (await (await world.alice.get(f"/api/items/{item}")).get_json())["version"] == 6
 
 
