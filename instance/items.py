@@ -165,13 +165,18 @@ async def _bump_item(session: AsyncSession, item_id: int) -> int:
     return int(value)
 
 
-def _insert_missing(session: AsyncSession, item_id: int, field_id: int, at: datetime) -> Any:
-    dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
-    return (
-        dialect.insert(FieldValue)
-        .values(item_id=item_id, field_id=field_id, value=None, version=0, updated_at=at)
-        .on_conflict_do_nothing()
-    )
+_MISSING: dict[str, Any] = {"item_id": bindparam("b_item"), "field_id": bindparam("b_field"),
+                            "value": None, "version": 0, "updated_at": bindparam("b_at")}
+_INSERT_MISSING = {
+    "sqlite": sqlite.insert(_values_t).values(_MISSING).on_conflict_do_nothing(),
+    "postgresql": postgresql.insert(_values_t).values(_MISSING).on_conflict_do_nothing(),
+}
+
+
+async def _insert_missing(session: AsyncSession, item_id: int, field_id: int, at: datetime
+                          ) -> None:
+    statement = _INSERT_MISSING[session.get_bind().dialect.name]
+    await run(session, statement, {"b_item": item_id, "b_field": field_id, "b_at": at})
 
 
 @dataclass(frozen=True)
@@ -248,7 +253,7 @@ async def save_field(
     if row is None:
         # A field added after the item was made has no row yet. Two first saves may race
         # to create it: ON CONFLICT lets the second find the first one's row.
-        await session.execute(_insert_missing(session, item.id, f.id, at))
+        await _insert_missing(session, item.id, f.id, at)
         row = (await run(session, _LOCK_VALUE, this)).one()
     cur = Current(row.value, row.version, row.updated_at, row.updated_by)
     if if_match is not None and cur.version != if_match:
@@ -328,7 +333,7 @@ async def save_mirrored(session: LogSession, item_id: int, tracker_id: int, f: F
     this = {"b_item": item_id, "b_field": f.id}
     row = (await run(session, _LOCK_VALUE, this)).first()
     if row is None:
-        await session.execute(_insert_missing(session, item_id, f.id, at))
+        await _insert_missing(session, item_id, f.id, at)
         row = (await run(session, _LOCK_VALUE, this)).one()
     if row.value == value and (row.version > 0 or value is None):
         return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -73,7 +73,17 @@ async def builtin_group_ids(session: AsyncSession) -> dict[str, int]:
     return {name: gid for name, gid in rows.all()}
 
 
-def principal_from(user: User | None, member_of: Iterable[int], builtin: dict[str, int]
+class _Caller(Protocol):
+    # A User, or accounts.Holder (the same columns without the ORM object).
+    @property
+    def id(self) -> int: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def is_admin(self) -> bool: ...
+
+
+def principal_from(user: _Caller | None, member_of: Iterable[int], builtin: dict[str, int]
                    ) -> Principal:
     """The caller with their implicit groups added (Anonymous; Registered when logged in)."""
     if user is None:

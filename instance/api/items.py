@@ -14,7 +14,16 @@ from instance.accounts import iso
 from instance.errors import ApiError, not_found
 from instance.federation.exports import topic_of
 from instance.remote.links import remote_state
-from instance.web import change_log, db, int_arg, json_body, principal, require_admin, state
+from instance.web import (
+    change_log,
+    db,
+    int_arg,
+    json_body,
+    principal,
+    principal_in,
+    require_admin,
+    state,
+)
 
 bp = Blueprint("items", __name__, url_prefix="/api")
 
@@ -118,13 +127,14 @@ async def get_field(item_id: int, name: str) -> ResponseReturnValue:
 
 @bp.patch("/items/<int:item_id>/fields/<name>")
 async def save_field(item_id: int, name: str) -> ResponseReturnValue:
-    who = await principal()
     if_match = parse_if_match(request.headers.get("If-Match"))
     data = await json_body()
     if set(data) != {"value"}:
         raise ApiError(422, "invalid", 'the body is {"value": <the new value>}; '
                        "use null to clear the field")
     async with change_log().write() as session:
+        # Who is asking is read in the save's own transaction: one transaction a save.
+        who = await principal_in(session)
         result = await items.save_field(
             session, item_id, name, data["value"], who, if_match=if_match
         )
