@@ -142,6 +142,58 @@ async def test_listeners_hear_each_commit_after_it_and_a_failing_one_harms_nothi
     assert r.status_code == 200 and len(heard) == 1
 
 
+async def test_queued_saves_share_a_commit_and_a_conflict_fails_alone(env: Env) -> None:
+    item = await setup(env)
+    admin = await env.client("admin")
+    r = await admin.patch(f"/api/items/{item}/fields/status", json={"value": "v0"})
+    assert r.status_code == 200 and (await r.get_json())["version"] == 1
+    heard: list[list[Appended]] = []
+    undo = env.state.change_log.on_commit(lambda appended: heard.append(list(appended)))
+    log = env.state.change_log
+    head = await log.head()
+    # Edits of title (last write wins) and of status, all sent with If-Match "1": the
+    # first status edit to take its turn wins, the others conflict.
+    edits = [("title", f"x{i}", None) for i in range(6)] + [
+        ("status", f"s{i}", '"1"') for i in range(3)]
+    try:
+        # A write holding the turn: the saves queue behind it and, with group commit
+        # (SQLite), share the transaction that follows.
+        async with log.write():
+            tasks = [asyncio.create_task(admin.patch(
+                f"/api/items/{item}/fields/{name}", json={"value": value},
+                headers={"If-Match": tag} if tag else {})) for name, value, tag in edits]
+            await asyncio.sleep(0.3)
+        responses = [await t for t in tasks]
+    finally:
+        undo()
+    statuses = [r.status_code for r in responses]
+    bodies = [await r.get_json() for r in responses]
+    assert statuses[:6] == [200] * 6 and sorted(statuses[6:]) == [200, 412, 412], bodies
+    won = [b for b, (name, _, _) in zip(bodies, edits, strict=True)
+           if name == "status" and "event" in b]
+    assert len(won) == 1 and won[0]["version"] == 2
+    for b in bodies:
+        if b.get("error") == "version_conflict":
+            assert b["current"]["version"] == 2 and b["current"]["value"] == won[0]["value"]
+    # Each save its own event id: gap-free, in commit order, each told once, in order.
+    events = sorted(b["event"] for b in bodies if "event" in b)
+    assert events == list(range(head + 1, head + 8))
+    assert [e for batch in heard for e, _ in batch] == events
+    rows = await log.read(head, 100)
+    assert [c.event for c in rows] == events
+    title = [c for c in rows if c.field == "title"]
+    assert [(c.old_version, c.version) for c in title] == [(v, v + 1) for v in range(1, 7)]
+    assert [c.item_version for c in rows] == list(range(rows[0].item_version,
+                                                         rows[0].item_version + 7))
+    current = await (await admin.get(f"/api/items/{item}")).get_json()
+    assert current["fields"]["title"]["version"] == 7
+    assert current["fields"]["title"]["value"] == title[-1].value
+    assert current["fields"]["status"] == {**current["fields"]["status"], "version": 2,
+                                           "value": won[0]["value"]}
+    if env.state.change_log.group_commit:
+        assert len(heard) < len(events), heard  # commits were shared
+
+
 class StuckBroker:
     """A broker whose publish never returns, as a Redis that stopped answering."""
 
