@@ -135,19 +135,22 @@ async def load_fields(
             (read if kind == "r" else edit)[fid].add(gid)
     out: dict[int, list[FieldDef]] = {tid: [] for tid in ids}
     for f in fields:
-        out[f.tracker_id].append(
-            FieldDef(
-                id=f.id,
-                tracker_id=f.tracker_id,
-                name=f.name,
-                label=f.label,
-                type=f.type,
-                options=dict(f.options or {}),
-                position=f.position,
-                read_group_ids=frozenset(read[f.id]),
-                edit_group_ids=frozenset(edit[f.id]),
-                export_mode=f.export_mode,
-                export_partners=tuple(f.export_partners or ()),
-            )
-        )
+        out[f.tracker_id].append(field_def(f, f.id, read[f.id], edit[f.id]))
     return out
+
+
+def field_def(f: Any, field_id: int, read: Iterable[int], edit: Iterable[int]) -> FieldDef:
+    """A ``FieldDef`` from a row with the columns of ``fields`` and its group ids."""
+    return FieldDef(
+        id=field_id,
+        tracker_id=f.tracker_id,
+        name=f.name,
+        label=f.label,
+        type=f.type,
+        options=dict(f.options or {}),
+        position=f.position,
+        read_group_ids=frozenset(read),
+        edit_group_ids=frozenset(edit),
+        export_mode=f.export_mode,
+        export_partners=tuple(f.export_partners or ()),
+    )
