@@ -298,7 +298,8 @@ async def main() -> None:
                 servers: list[tuple[str, RunningInstance, list[int],
                                     dict[str, dict[str, str]]]] = []
                 try:
-                    for mode in modes:
+                    # Group commit is SQLite's only (README): on PostgreSQL "on" is "off".
+                    for mode in (modes if db == "sqlite" else ["off"]):
                         env = {"FIELDCAST_GROUP_COMMIT": "true" if mode == "on" else "false"}
                         inst, ids, creds = await _fieldcast(
                             tmp, f"{db}_{mode}", pg_urls[1] if pg_urls else None, workers,
@@ -338,10 +339,10 @@ def _aims(rows: list[Row]) -> None:
             got = r.result.rate / r.baseline.rate
             print(f"  SQLite, 32 conns, group commit {mode}: {got:.2f}x the baseline, aim "
                   f">= {want}x: {'met' if got >= want else 'NOT met'}")
-    for mode in ("on", "off"):
+    for mode in ("off",):
         r = best("PostgreSQL, 2 worker(s)", 32, mode)
         if r:
-            print(f"  PostgreSQL, 2 workers, 32 conns, group commit {mode}: "
+            print(f"  PostgreSQL, 2 workers, 32 conns (group commit is SQLite's only): "
                   f"{r.result.rate:.0f} saves/s, aim >= 1000: "
                   f"{'met' if r.result.rate >= 1000 else 'NOT met'}")
     for r in rows:

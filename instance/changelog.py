@@ -251,6 +251,7 @@ class ChangeLog:
         self._turn = asyncio.Lock()
         self._queued = 0
         self._batch: _Batch | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
 
     def on_commit(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` after every commit that appended; returns the undo."""
@@ -281,8 +282,16 @@ class ChangeLog:
         self._queued += 1
         try:
             await self._turn.acquire()
-        finally:
+        except BaseException:
+            # Cancelled while queued: the writer before it may have left the batch open
+            # for it; commit that batch if nobody else comes for it.
             self._queued -= 1
+            if self._batch is not None:
+                task = asyncio.get_running_loop().create_task(self._flush())
+                self._flushes.add(task)
+                task.add_done_callback(self._flushes.discard)
+            raise
+        self._queued -= 1
         try:
             batch = self._batch
             if batch is None:
@@ -312,6 +321,12 @@ class ChangeLog:
         finally:
             self._turn.release()
         await batch.done  # raises if the COMMIT failed: then no write of it is saved
+
+    async def _flush(self) -> None:
+        async with self._turn:
+            batch, self._batch = self._batch, None
+            if batch is not None:
+                await self._commit(batch)
 
     async def _commit(self, batch: _Batch) -> None:
         try:
