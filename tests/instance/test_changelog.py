@@ -13,7 +13,9 @@ from quart import Quart
 
 from hub.changes import Appended, ChangeKind
 from hub.hub import HubConfig
+from instance import changelog
 from instance.app import create_app
+from instance.clock import now
 from instance.db import Database
 from instance.live.service import LIVE_KEY
 from protocol.errors import LocalProtocolError, RemoteProtocolError
@@ -192,6 +194,38 @@ async def test_queued_saves_share_a_commit_and_a_conflict_fails_alone(env: Env) 
                                            "value": won[0]["value"]}
     if env.state.change_log.group_commit:
         assert len(heard) < len(events), heard  # commits were shared
+
+
+async def test_a_writer_cancelled_in_the_queue_does_not_strand_the_shared_commit(
+    env: Env,
+) -> None:
+    log = env.state.change_log
+    if not log.group_commit:
+        pytest.skip("group commit is SQLite's")
+    release = asyncio.Event()
+
+    async def first() -> int:
+        async with log.write() as session:
+            event = await changelog.rights_changed(session, now())
+            await release.wait()
+        return event
+
+    async def queued() -> None:
+        async with log.write():
+            pass
+
+    holder = asyncio.create_task(first())
+    await asyncio.sleep(0.1)
+    waiter = asyncio.create_task(queued())
+    await asyncio.sleep(0.1)
+    release.set()
+    # The holder leaves the transaction open for the one queued behind it and hands
+    # over the turn; that one is cancelled before it takes it.
+    while log._turn.locked() and not holder.done():  # noqa: ASYNC110 (no event for it)
+        await asyncio.sleep(0)
+    waiter.cancel()
+    event = await asyncio.wait_for(holder, 10)
+    assert [c.event for c in await log.read(event - 1, 10)] == [event]
 
 
 class StuckBroker:
