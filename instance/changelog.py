@@ -301,20 +301,30 @@ class ChangeLog:
             session = batch.session
             mark = len(session.appended)
             batch.members += 1
-            savepoint = await session.begin_nested()
+            # The first writer of a batch needs no SAVEPOINT: if it fails, the whole
+            # transaction, which holds nothing else, is rolled back (a lone save, the
+            # one-connection case, saves two statements).
+            savepoint = await session.begin_nested() if batch.members > 1 else None
             try:
                 yield session
-            except BaseException:
+            except BaseException as exc:
+                if savepoint is None:
+                    self._batch = None
+                    await batch.stack.__aexit__(type(exc), exc, exc.__traceback__)
+                    batch.done.set_result(None)  # nothing of it was saved; nobody waits
+                    raise
                 await savepoint.rollback()
                 del session.appended[mark:]
                 raise
             else:
-                await savepoint.commit()
+                if savepoint is not None:
+                    await savepoint.commit()
             finally:
                 # What one write loaded is not the next one's: each starts as with a
                 # session of its own (objects it returns stay usable, detached).
                 session.expunge_all()
-                if self._queued == 0 or batch.members >= self.MAX_BATCH:
+                if batch is self._batch and (self._queued == 0
+                                             or batch.members >= self.MAX_BATCH):
                     self._batch = None
                     # Shielded: a cancelled request must not strand the batch it commits.
                     await asyncio.shield(self._commit(batch))

@@ -158,13 +158,17 @@ async def test_queued_saves_share_a_commit_and_a_conflict_fails_alone(env: Env) 
     edits = [("title", f"x{i}", None) for i in range(6)] + [
         ("status", f"s{i}", '"1"') for i in range(3)]
     try:
-        # A write holding the turn: the saves queue behind it and, with group commit
-        # (SQLite), share the transaction that follows.
-        async with log.write():
-            tasks = [asyncio.create_task(admin.patch(
-                f"/api/items/{item}/fields/{name}", json={"value": value},
-                headers={"If-Match": tag} if tag else {})) for name, value, tag in edits]
-            await asyncio.sleep(0.3)
+        # A write holding the turn, which appends and then fails: the saves queue
+        # behind it and, with group commit (SQLite), share a transaction; nothing of
+        # the failed one is kept, not even its event id.
+        with pytest.raises(RuntimeError):
+            async with log.write() as session:
+                await changelog.rights_changed(session, now())
+                tasks = [asyncio.create_task(admin.patch(
+                    f"/api/items/{item}/fields/{name}", json={"value": value},
+                    headers={"If-Match": tag} if tag else {})) for name, value, tag in edits]
+                await asyncio.sleep(0.3)
+                raise RuntimeError("the first writer fails")
         responses = [await t for t in tasks]
     finally:
         undo()
