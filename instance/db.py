@@ -116,14 +116,8 @@ async def run(session: AsyncSession, statement: Executable, params: dict[str, An
     """
     if session.new or session.dirty or session.deleted:
         await session.flush()
-    # The connection of the session's transaction, asked once per transaction: each
-    # ``session.connection()`` is a trip through a new greenlet (a tenth of a save's
-    # time on SQLite in py-spy).
-    transaction = session.sync_session.get_transaction()
-    held = session.info.get("fc_connection")
-    if held is None or held[0] is not transaction:
-        held = session.info["fc_connection"] = (transaction, await session.connection())
-    return await held[1].execute(statement, params)
+    conn = await session.connection()
+    return await conn.execute(statement, params)
 
 
 def _alembic_config(connection: Connection) -> AlembicConfig:
