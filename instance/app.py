@@ -97,7 +97,7 @@ def create_app(settings: Settings, *, database: Database | None = None,
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.jinja_env.policies["json.dumps_kwargs"] = {}
     db = database or Database(settings.effective_database_url)
-    change_log = ChangeLog(db)
+    change_log = ChangeLog(db, group_commit=settings.group_commit)
     app.extensions[STATE_KEY] = AppState(settings=settings, db=db, change_log=change_log,
                                          passwords=Passwords(settings),
                                          login_throttle=LoginThrottle(throttle_config))

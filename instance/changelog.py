@@ -16,9 +16,10 @@ Everything that appends to the log or reads it goes through this module:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -300,29 +301,136 @@ async def visible(
 # ---- the owner -----------------------------------------------------------------------------
 
 
-class ChangeLog:
-    """Opens the transactions that append, and tells the log's readers after commit."""
+class _Batch:
+    """One write transaction shared by the saves that queued for it (group commit)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, stack: AsyncExitStack, session: LogSession) -> None:
+        self.stack = stack
+        self.session = session
+        self.members = 0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+class ChangeLog:
+    """Opens the transactions that append, and tells the log's readers after commit.
+
+    With ``group_commit`` (SQLite: one writer per database anyway), writers that queue
+    while one is in its transaction join that transaction instead of each paying for
+    its own BEGIN, COMMIT and listener wake-up. They take turns on the one session, each
+    in a SAVEPOINT of its own, so a write that fails rolls back alone and the others
+    stand; each gets its own event ids from the counter row (in turn order, which is
+    commit order: gap-free as before) and returns only once the COMMIT that holds it
+    has succeeded. The writer that finds nobody queued behind it commits for all.
+    """
+
+    #: Writes per shared transaction at most, so a queue of writers never holds the
+    #: write lock from others (direct ``Database.write`` users) for long.
+    MAX_BATCH = 64
+
+    def __init__(self, db: Database, *, group_commit: bool = False) -> None:
         self.db = db
         self._listeners: list[Listener] = []
+        self.group_commit = group_commit and db.is_sqlite
+        self._turn = asyncio.Lock()
+        self._queued = 0
+        self._batch: _Batch | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
 
     def on_commit(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` after every commit that appended; returns the undo."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
+    def _tell(self, appended: Sequence[Appended]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(appended)
+            except Exception:  # the change is committed: readers poll and catch up
+                log.exception("a change-log listener failed")
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[LogSession]:
         """A write transaction that may append; committed when the block ends."""
+        if self.group_commit:
+            async with self._grouped() as session:
+                yield session
+            return
         async with self.db.write(LogSession) as session:
             yield session
         if session.appended:
-            for listener in list(self._listeners):
-                try:
-                    listener(session.appended)
-                except Exception:  # the change is committed: readers poll and catch up
-                    log.exception("a change-log listener failed")
+            self._tell(session.appended)
+
+    @asynccontextmanager
+    async def _grouped(self) -> AsyncIterator[LogSession]:
+        self._queued += 1
+        try:
+            await self._turn.acquire()
+        except BaseException:
+            # Cancelled while queued: the writer before it may have left the batch open
+            # for it; commit that batch if nobody else comes for it.
+            self._queued -= 1
+            if self._batch is not None:
+                task = asyncio.get_running_loop().create_task(self._flush())
+                self._flushes.add(task)
+                task.add_done_callback(self._flushes.discard)
+            raise
+        self._queued -= 1
+        try:
+            batch = self._batch
+            if batch is None:
+                stack = AsyncExitStack()
+                session = await stack.enter_async_context(self.db.write(LogSession))
+                batch = self._batch = _Batch(stack, session)
+            session = batch.session
+            mark = len(session.appended)
+            batch.members += 1
+            # The first writer of a batch needs no SAVEPOINT: if it fails, the whole
+            # transaction, which holds nothing else, is rolled back (a lone save, the
+            # one-connection case, saves two statements).
+            savepoint = await session.begin_nested() if batch.members > 1 else None
+            try:
+                yield session
+            except BaseException as exc:
+                if savepoint is None:
+                    self._batch = None
+                    await batch.stack.__aexit__(type(exc), exc, exc.__traceback__)
+                    batch.done.set_result(None)  # nothing of it was saved; nobody waits
+                    raise
+                await savepoint.rollback()
+                del session.appended[mark:]
+                raise
+            else:
+                if savepoint is not None:
+                    await savepoint.commit()
+            finally:
+                # What one write loaded is not the next one's: each starts as with a
+                # session of its own (objects it returns stay usable, detached).
+                session.expunge_all()
+                if batch is self._batch and (self._queued == 0
+                                             or batch.members >= self.MAX_BATCH):
+                    self._batch = None
+                    # Shielded: a cancelled request must not strand the batch it commits.
+                    await asyncio.shield(self._commit(batch))
+        finally:
+            self._turn.release()
+        await batch.done  # raises if the COMMIT failed: then no write of it is saved
+
+    async def _flush(self) -> None:
+        async with self._turn:
+            batch, self._batch = self._batch, None
+            if batch is not None:
+                await self._commit(batch)
+
+    async def _commit(self, batch: _Batch) -> None:
+        try:
+            await batch.stack.aclose()
+        except BaseException as exc:
+            batch.done.set_exception(exc)
+            batch.done.exception()  # retrieved: members that were cancelled never await it
+            raise
+        batch.done.set_result(None)
+        if batch.session.appended:
+            self._tell(batch.session.appended)
 
     async def head(self) -> int:
         async with self.db.read() as session:

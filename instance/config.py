@@ -65,6 +65,10 @@ class Settings:
     # single-update frame and ~3x the memory per socket, for frames 11x smaller
     # (bench/fanout.py, PROTOCOL.md). Turn it on where bandwidth costs more than CPU.
     live_deflate: bool = False
+    # Group commit: concurrent saves in one process share one transaction and one commit
+    # (each with its own If-Match check, version, event id and answer after the commit).
+    # Off, every save commits alone (bench/writes.py measures both).
+    group_commit: bool = True
     # Requests with a larger body are refused with 413 before they are parsed.
     max_body_bytes: int = 1024 * 1024
     # Browser sessions expire after this long without being renewed by a login.

@@ -27,7 +27,7 @@ from instance.db import run
 from instance.errors import ApiError, conflict, forbidden, invalid, not_found
 from instance.fieldtypes import FieldTypeError, validate_value
 from instance.models import Base, FieldValue, Item, Tracker, User
-from instance.rights import FieldDef, Principal, load_fields
+from instance.rights import FieldDef, Principal, field_def, load_fields
 
 
 async def get_item(session: AsyncSession, item_id: int) -> tuple[Item, Tracker]:
@@ -176,11 +176,40 @@ _SET_VALUE = update(_values_t).where(_THIS_VALUE).values(
     updated_at=bindparam("b_at"), updated_by=bindparam("b_by"))
 
 
-_trackers = Base.metadata.tables["trackers"]
-_ITEM_FOR_SAVE = (select(_items.c.id, _items.c.tracker_id, _trackers.c.slug,
-                         _trackers.c.require_if_match)
-                  .join(_trackers, _trackers.c.id == _items.c.tracker_id)
-                  .where(_items.c.id == bindparam("b_item")))
+_trackers, _fields = Base.metadata.tables["trackers"], Base.metadata.tables["fields"]
+_read_groups = Base.metadata.tables["field_read_groups"]
+_edit_groups = Base.metadata.tables["field_edit_groups"]
+# The item, its tracker, the one field saved and that field's groups, in one query (a
+# row per read x edit group; the field's columns are NULL when it has no such field):
+# what rights.load_fields and a lookup of the item did in three.
+_TARGET = (
+    select(_items.c.id, _items.c.tracker_id, _trackers.c.slug, _trackers.c.require_if_match,
+           _fields.c.id.label("field_id"), _fields.c.name, _fields.c.label, _fields.c.type,
+           _fields.c.options, _fields.c.position, _fields.c.export_mode,
+           _fields.c.export_partners, _read_groups.c.group_id.label("read_group"),
+           _edit_groups.c.group_id.label("edit_group"))
+    .select_from(
+        _items.join(_trackers, _trackers.c.id == _items.c.tracker_id)
+        .outerjoin(_fields, (_fields.c.tracker_id == _items.c.tracker_id)
+                   & (_fields.c.name == bindparam("b_name")))
+        .outerjoin(_read_groups, _read_groups.c.field_id == _fields.c.id)
+        .outerjoin(_edit_groups, _edit_groups.c.field_id == _fields.c.id))
+    .where(_items.c.id == bindparam("b_item"))
+)
+
+
+async def _target(session: AsyncSession, item_id: int, field_name: str
+                  ) -> tuple[Any, FieldDef | None]:
+    """The item to save (None if there is none) and its field named so, if any."""
+    rows = (await run(session, _TARGET, {"b_item": item_id, "b_name": field_name})).all()
+    if not rows:
+        return None, None
+    first = rows[0]
+    if first.field_id is None:
+        return first, None
+    read = {r.read_group for r in rows if r.read_group is not None}
+    edit = {r.edit_group for r in rows if r.edit_group is not None}
+    return first, field_def(first, first.field_id, read, edit)
 
 
 async def _bump_item(session: AsyncSession, item_id: int) -> int:
@@ -189,13 +218,18 @@ async def _bump_item(session: AsyncSession, item_id: int) -> int:
     return int(value)
 
 
-def _insert_missing(session: AsyncSession, item_id: int, field_id: int, at: datetime) -> Any:
-    dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
-    return (
-        dialect.insert(FieldValue)
-        .values(item_id=item_id, field_id=field_id, value=None, version=0, updated_at=at)
-        .on_conflict_do_nothing()
-    )
+_MISSING: dict[str, Any] = {"item_id": bindparam("b_item"), "field_id": bindparam("b_field"),
+                            "value": None, "version": 0, "updated_at": bindparam("b_at")}
+_INSERT_MISSING = {
+    "sqlite": sqlite.insert(_values_t).values(_MISSING).on_conflict_do_nothing(),
+    "postgresql": postgresql.insert(_values_t).values(_MISSING).on_conflict_do_nothing(),
+}
+
+
+async def _insert_missing(session: AsyncSession, item_id: int, field_id: int, at: datetime
+                          ) -> None:
+    statement = _INSERT_MISSING[session.get_bind().dialect.name]
+    await run(session, statement, {"b_item": item_id, "b_field": field_id, "b_at": at})
 
 
 @dataclass(frozen=True)
@@ -249,14 +283,14 @@ async def save_field(
     if_match: int | None,
 ) -> SaveResult:
     """Save one field of one item, in a transaction of ``ChangeLog.write``."""
-    item = (await run(session, _ITEM_FOR_SAVE, {"b_item": item_id})).first()
+    item, f = await _target(session, item_id, field_name)
     if item is None:
         raise not_found(f"item {item_id}")
-    fields = (await load_fields(session, [item.tracker_id]))[item.tracker_id]
-    f = next((f for f in fields if f.name == field_name), None)
     # A field the caller may not read answers exactly as a field that does not exist,
     # and an item they may read nothing of exactly as an item that does not exist.
     if f is None or not f.readable_by(who):
+        # Only a refused save needs the tracker's other fields.
+        fields = (await load_fields(session, [item.tracker_id]))[item.tracker_id]
         raise hidden_item(item_id, fields, who) or not_found(
             f"field {field_name!r} of item {item_id}")
     _editable(f, who)
@@ -274,7 +308,7 @@ async def save_field(
     if row is None:
         # A field added after the item was made has no row yet. Two first saves may race
         # to create it: ON CONFLICT lets the second find the first one's row.
-        await session.execute(_insert_missing(session, item.id, f.id, at))
+        await _insert_missing(session, item.id, f.id, at)
         row = (await run(session, _LOCK_VALUE, this)).one()
     cur = Current(row.value, row.version, row.updated_at, row.updated_by)
     if if_match is not None and cur.version != if_match:
@@ -359,7 +393,7 @@ async def save_mirrored(session: LogSession, item_id: int, tracker_id: int, f: F
     this = {"b_item": item_id, "b_field": f.id}
     row = (await run(session, _LOCK_VALUE, this)).first()
     if row is None:
-        await session.execute(_insert_missing(session, item_id, f.id, at))
+        await _insert_missing(session, item_id, f.id, at)
         row = (await run(session, _LOCK_VALUE, this)).one()
     if row.value == value and (row.version > 0 or value is None):
         return None

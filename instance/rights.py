@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -73,7 +73,17 @@ async def builtin_group_ids(session: AsyncSession) -> dict[str, int]:
     return {name: gid for name, gid in rows.all()}
 
 
-def principal_from(user: User | None, member_of: Iterable[int], builtin: dict[str, int]
+class _Caller(Protocol):
+    # A User, or accounts.Holder (the same columns without the ORM object).
+    @property
+    def id(self) -> int: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def is_admin(self) -> bool: ...
+
+
+def principal_from(user: _Caller | None, member_of: Iterable[int], builtin: dict[str, int]
                    ) -> Principal:
     """The caller with their implicit groups added (Anonymous; Registered when logged in)."""
     if user is None:
@@ -125,19 +135,22 @@ async def load_fields(
             (read if kind == "r" else edit)[fid].add(gid)
     out: dict[int, list[FieldDef]] = {tid: [] for tid in ids}
     for f in fields:
-        out[f.tracker_id].append(
-            FieldDef(
-                id=f.id,
-                tracker_id=f.tracker_id,
-                name=f.name,
-                label=f.label,
-                type=f.type,
-                options=dict(f.options or {}),
-                position=f.position,
-                read_group_ids=frozenset(read[f.id]),
-                edit_group_ids=frozenset(edit[f.id]),
-                export_mode=f.export_mode,
-                export_partners=tuple(f.export_partners or ()),
-            )
-        )
+        out[f.tracker_id].append(field_def(f, f.id, read[f.id], edit[f.id]))
     return out
+
+
+def field_def(f: Any, field_id: int, read: Iterable[int], edit: Iterable[int]) -> FieldDef:
+    """A ``FieldDef`` from a row with the columns of ``fields`` and its group ids."""
+    return FieldDef(
+        id=field_id,
+        tracker_id=f.tracker_id,
+        name=f.name,
+        label=f.label,
+        type=f.type,
+        options=dict(f.options or {}),
+        position=f.position,
+        read_group_ids=frozenset(read),
+        edit_group_ids=frozenset(edit),
+        export_mode=f.export_mode,
+        export_partners=tuple(f.export_partners or ()),
+    )

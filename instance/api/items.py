@@ -19,7 +19,7 @@ from instance.federation.exports import topic_of
 from instance.openapi import accepts, responds, with_headers, with_query
 from instance.remote.links import remote_state
 from instance.rights import Principal
-from instance.web import change_log, db, principal, require_admin, state
+from instance.web import change_log, db, principal, principal_in, require_admin, state
 
 bp = Blueprint("items", __name__, url_prefix="/api")
 
@@ -143,9 +143,10 @@ async def get_field(item_id: int, name: str) -> ResponseReturnValue:
 @with_headers(schemas.IfMatch)
 async def save_field(item_id: int, name: str, data: schemas.NewValue) -> ResponseReturnValue:
     """Save one field of an item (If-Match: the version you edited)."""
-    who = await principal()
     if_match = parse_if_match(request.headers.get("If-Match"))
     async with change_log().write() as session:
+        # Who is asking is read in the save's own transaction: one transaction a save.
+        who = await principal_in(session)
         result = await items.save_field(
             session, item_id, name, data["value"], who, if_match=if_match
         )

@@ -85,6 +85,10 @@ async def _visible(session: AsyncSession, subs: Sequence[FederationSubscription]
                    trackers: dict[int, int | None]) -> list[Audience]:
     """What each subscription may see now (the export rules of exports.py): of its item,
     the fields exported to its subscriber; of a tracker's feed, the public fields."""
+    if not subs:
+        # The usual case after a save: nobody subscribed to the item or its tracker, and
+        # the projector asks after every commit (the field rights would be 2 queries).
+        return []
     trackers = await _trackers_of(session, trackers)
     feeds = {s.tracker_id for s in subs if s.tracker_id is not None}
     fields = await load_fields(session, {t for t in trackers.values() if t is not None} | feeds)

@@ -13,7 +13,9 @@ from quart import Quart
 
 from hub.changes import Appended, ChangeKind
 from hub.hub import HubConfig
+from instance import changelog
 from instance.app import create_app
+from instance.clock import now
 from instance.db import Database
 from instance.live.service import LIVE_KEY
 from protocol.errors import LocalProtocolError, RemoteProtocolError
@@ -140,6 +142,94 @@ async def test_listeners_hear_each_commit_after_it_and_a_failing_one_harms_nothi
         undo_failing()
     r = await admin.patch(f"/api/items/{item}/fields/status", json={"value": "c"})
     assert r.status_code == 200 and len(heard) == 1
+
+
+async def test_queued_saves_share_a_commit_and_a_conflict_fails_alone(env: Env) -> None:
+    item = await setup(env)
+    admin = await env.client("admin")
+    r = await admin.patch(f"/api/items/{item}/fields/status", json={"value": "v0"})
+    assert r.status_code == 200 and (await r.get_json())["version"] == 1
+    heard: list[list[Appended]] = []
+    undo = env.state.change_log.on_commit(lambda appended: heard.append(list(appended)))
+    log = env.state.change_log
+    head = await log.head()
+    # Edits of title (last write wins) and of status, all sent with If-Match "1": the
+    # first status edit to take its turn wins, the others conflict.
+    edits = [("title", f"x{i}", None) for i in range(6)] + [
+        ("status", f"s{i}", '"1"') for i in range(3)]
+    try:
+        # A write holding the turn, which appends and then fails: the saves queue
+        # behind it and, with group commit (SQLite), share a transaction; nothing of
+        # the failed one is kept, not even its event id.
+        with pytest.raises(RuntimeError):
+            async with log.write() as session:
+                await changelog.rights_changed(session, now())
+                tasks = [asyncio.create_task(admin.patch(
+                    f"/api/items/{item}/fields/{name}", json={"value": value},
+                    headers={"If-Match": tag} if tag else {})) for name, value, tag in edits]
+                await asyncio.sleep(0.3)
+                raise RuntimeError("the first writer fails")
+        responses = [await t for t in tasks]
+    finally:
+        undo()
+    statuses = [r.status_code for r in responses]
+    bodies = [await r.get_json() for r in responses]
+    assert statuses[:6] == [200] * 6 and sorted(statuses[6:]) == [200, 412, 412], bodies
+    won = [b for b, (name, _, _) in zip(bodies, edits, strict=True)
+           if name == "status" and "event" in b]
+    assert len(won) == 1 and won[0]["version"] == 2
+    for b in bodies:
+        if b.get("error") == "version_conflict":
+            assert b["current"]["version"] == 2 and b["current"]["value"] == won[0]["value"]
+    # Each save its own event id: gap-free, in commit order, each told once, in order.
+    events = sorted(b["event"] for b in bodies if "event" in b)
+    assert events == list(range(head + 1, head + 8))
+    assert [e for batch in heard for e, _ in batch] == events
+    rows = await log.read(head, 100)
+    assert [c.event for c in rows] == events
+    title = [c for c in rows if c.field == "title"]
+    assert [(c.old_version, c.version) for c in title] == [(v, v + 1) for v in range(1, 7)]
+    assert [c.item_version for c in rows] == list(range(rows[0].item_version,
+                                                         rows[0].item_version + 7))
+    current = await (await admin.get(f"/api/items/{item}")).get_json()
+    assert current["fields"]["title"]["version"] == 7
+    assert current["fields"]["title"]["value"] == title[-1].value
+    assert current["fields"]["status"] == {**current["fields"]["status"], "version": 2,
+                                           "value": won[0]["value"]}
+    if env.state.change_log.group_commit:
+        assert len(heard) < len(events), heard  # commits were shared
+
+
+async def test_a_writer_cancelled_in_the_queue_does_not_strand_the_shared_commit(
+    env: Env,
+) -> None:
+    log = env.state.change_log
+    if not log.group_commit:
+        pytest.skip("group commit is SQLite's")
+    release = asyncio.Event()
+
+    async def first() -> int:
+        async with log.write() as session:
+            event = await changelog.rights_changed(session, now())
+            await release.wait()
+        return event
+
+    async def queued() -> None:
+        async with log.write():
+            pass
+
+    holder = asyncio.create_task(first())
+    await asyncio.sleep(0.1)
+    waiter = asyncio.create_task(queued())
+    await asyncio.sleep(0.1)
+    release.set()
+    # The holder leaves the transaction open for the one queued behind it and hands
+    # over the turn; that one is cancelled before it takes it.
+    while log._turn.locked() and not holder.done():  # noqa: ASYNC110 (no event for it)
+        await asyncio.sleep(0)
+    waiter.cancel()
+    event = await asyncio.wait_for(holder, 10)
+    assert [c.event for c in await log.read(event - 1, 10)] == [event]
 
 
 class StuckBroker:
