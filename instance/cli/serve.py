@@ -66,7 +66,7 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
 async def _serve_one(settings: Settings, hconfig: HypercornConfig) -> None:
     from hypercorn.asyncio import serve
 
-    from instance.app import create_app, prepare_serving_process
+    from instance.app import create_app, going_away, prepare_serving_process
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -74,7 +74,14 @@ async def _serve_one(settings: Settings, hconfig: HypercornConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     app = create_app(settings)
     prepare_serving_process(settings)
-    await serve(app, hconfig, shutdown_trigger=stop.wait)
+
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        # Before Hypercorn waits for open connections: /live sockets never end by
+        # themselves, and would be cancelled after its graceful_timeout instead.
+        await going_away(app)
+
+    await serve(app, hconfig, shutdown_trigger=shutdown_trigger)
 
 
 def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
