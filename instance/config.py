@@ -229,6 +229,29 @@ def validate(settings: Settings) -> Settings:
     return settings
 
 
+@dataclass(frozen=True)
+class Location:
+    """Where the settings are read from, before any file is read."""
+
+    data_dir: Path
+    config_file: Path
+    data_dir_given: bool  # by the caller or FIELDCAST_DATA_DIR (else the default)
+    config_given: bool  # by the caller or FIELDCAST_CONFIG (else DATA_DIR/fieldcast.toml)
+
+
+def locate(*, environ: Mapping[str, str], data_dir: str | Path | None = None,
+           config_file: str | Path | None = None) -> Location:
+    """The data directory and config file `load_settings` reads, from the same arguments.
+    (A config file may name another data_dir; only the loaded settings say that.)"""
+    if data_dir is None:
+        data_dir = environ.get(f"{ENV_PREFIX}DATA_DIR")
+    base_dir = Path(data_dir) if data_dir is not None else Settings.data_dir
+    if config_file is None:
+        config_file = environ.get(f"{ENV_PREFIX}CONFIG")
+    path = Path(config_file) if config_file else base_dir / CONFIG_FILENAME
+    return Location(base_dir, path, data_dir is not None, bool(config_file))
+
+
 def load_settings(
     *,
     environ: Mapping[str, str],
@@ -245,22 +268,17 @@ def load_settings(
         "the environment", prefix=ENV_PREFIX,
     )
     values: dict[str, Any] = {}
-    if data_dir is None:
-        data_dir = environ.get(f"{ENV_PREFIX}DATA_DIR")
-    if data_dir is not None:
-        values["data_dir"] = Path(data_dir)
-    base_dir = Path(values.get("data_dir", Settings.data_dir))
-
-    if config_file is None:
-        config_file = environ.get(f"{ENV_PREFIX}CONFIG")
-    path = Path(config_file) if config_file else base_dir / CONFIG_FILENAME
-    if config_file and not path.is_file():
+    where = locate(environ=environ, data_dir=data_dir, config_file=config_file)
+    if where.data_dir_given:
+        values["data_dir"] = where.data_dir
+    path = where.config_file
+    if where.config_given and not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     if path.is_file():
         try:
             with path.open("rb") as fh:
                 loaded = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
         _refuse_unknown((key for key in loaded if key not in _TYPES), str(path))
         for key, raw in loaded.items():

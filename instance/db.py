@@ -150,6 +150,19 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         return await conn.run_sync(_current)
 
 
+def known_revision(revision: str) -> bool:
+    """Whether `revision` is one of this code's migrations (not a newer version's)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    try:
+        return ScriptDirectory.from_config(cfg).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 

@@ -102,7 +102,7 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     p.add_argument("--bind", help="host:port to serve on (default 127.0.0.1:8000)")
     p.add_argument("--exist-ok", action="store_true",
                    help="succeed without creating an admin if the database already has one")
-    p.set_defaults(func=cmd_init)
+    p.set_defaults(func=cmd_init, creates_instance=True)
 
     p = sub.add_parser("migrate", parents=[common], help="apply pending database migrations")
     p.set_defaults(func=cmd_migrate)
