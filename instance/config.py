@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -295,6 +296,67 @@ def load_settings(
         if raw is not None:
             values[name] = _coerce(name, raw, "command line")
     return validate(Settings(**values))
+
+
+def bind_address(bind: str) -> tuple[str, int]:
+    """(host, port) of a validated ``bind``; an IPv6 host without its brackets."""
+    host, _, port = bind.rpartition(":")
+    return host.strip("[]").lower(), int(port)
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    ip = _ip(host)
+    return ip.is_loopback if ip is not None else (host == "localhost"
+                                                  or host.endswith(".localhost"))
+
+
+def _every_address(host: str) -> bool:
+    ip = _ip(host)
+    return ip is not None and ip.is_unspecified
+
+
+def base_url_for_bind(bind: str) -> str | None:
+    """The base URL that `fieldcast init` writes when none is given: the address `bind`
+    listens on. None for a bind on every address (0.0.0.0, ::): it names no host that
+    others could use, so the public URL has to be given."""
+    host, port = bind_address(bind)
+    if _every_address(host):
+        return None
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def unreachable_base_url(settings: Settings) -> str | None:
+    """Why ``base_url`` cannot be this server listening at ``bind``, when that is
+    certain; else None.
+
+    Certain only for a loopback base URL (127.0.0.0/8, ::1, localhost): only this
+    machine reaches it, so nothing can stand between, and it must be this server's
+    own address, port and (plain http) scheme. Any other base URL may be a proxy or a
+    name in front of the bind, and is taken as given.
+    """
+    parts = urlsplit(settings.base_url)
+    host = (parts.hostname or "").lower()
+    if not _is_loopback(host):
+        return None
+    bind_host, bind_port = bind_address(settings.bind)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    listens = (_every_address(bind_host) or bind_host == host
+               or (_is_loopback(bind_host) and "localhost" in (host, bind_host)))
+    if parts.scheme == "http" and port == bind_port and listens:
+        return None
+    suggest = base_url_for_bind(settings.bind) or f"http://127.0.0.1:{bind_port}"
+    why = ("fieldcast serve speaks plain http" if parts.scheme == "https"
+           else "that is not where this server listens")
+    return (f"base_url {settings.base_url} is on this machine only, but {why} (bind "
+            f"{settings.bind}): links, key ids and federation topics would name another "
+            f"server. Set base_url to {suggest}, or to the public URL of a proxy in front")
 
 
 def render_toml(settings: Settings) -> str:
