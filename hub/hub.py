@@ -127,6 +127,7 @@ class Hub:
         for conn in list(self.connections):
             conn.close(CLOSE_GOING_AWAY, "the server is shutting down")
         if self.connections:
+            self._drained.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), grace)
 
