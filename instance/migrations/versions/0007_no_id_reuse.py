@@ -5,7 +5,8 @@ another gave the new one the old id: the change log then mixed the two items' hi
 old links and federation topics named the new item, and a live client's position for
 the old one applied to the new one. With AUTOINCREMENT, SQLite never goes below the
 highest id ever used (``sqlite_sequence``). Every table with a surrogate id is rebuilt
-(batch mode copies rows, indexes, foreign keys and named checks), and its high-water
+(batch mode copies rows, indexes, foreign keys and named checks; other indexes and
+triggers are put back as they were), and its high-water
 mark starts above every id the change log or federation rows still name, so an id
 deleted before this migration is not handed out again either.
 
@@ -55,10 +56,20 @@ def _require_foreign_keys_off() -> None:
 
 
 def _rebuild(autoincrement: bool) -> None:
+    conn = op.get_bind()
     for table in TABLES:
+        # Batch mode re-creates the indexes it can reflect; an expression index or a
+        # trigger (which DROP TABLE removes) would be lost, so each comes back as it was.
+        extras = conn.execute(text(
+            "SELECT name, sql FROM sqlite_master WHERE tbl_name = :t "
+            "AND type IN ('index', 'trigger') AND sql IS NOT NULL"), {"t": table}).all()
         with op.batch_alter_table(table, recreate="always",
                                   table_kwargs={"sqlite_autoincrement": autoincrement}):
             pass
+        for name, sql in extras:
+            if conn.execute(text("SELECT 1 FROM sqlite_master WHERE name = :n"),
+                            {"n": name}).first() is None:
+                conn.exec_driver_sql(sql)
 
 
 def upgrade() -> None:
