@@ -98,6 +98,9 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._pacer: Pacer | None = None
         self.delivered = 0
+        # Set by `drain`: the server is going away, new sockets are closed at once.
+        self._draining = False
+        self._drained = asyncio.Event()
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -113,6 +116,24 @@ class Hub:
         if self.broker is not None:
             self._tasks.append(
                 asyncio.create_task(self._publish_loop(), name="fieldcast-hub-publish"))
+
+    async def drain(self, grace: float) -> None:
+        """Close every socket as going away (1001) and wait, at most ``grace`` seconds, until
+        their endpoints have let go of them; sockets that open from now on are closed
+        at once.
+
+        For the server to call when it starts to shut down, before it waits for open
+        connections to end: the server does not tell a WebSocket handler it is stopping,
+        so a socket left open would hold the shutdown for the server's whole grace
+        period and then be cancelled (a 1011 for the client, a traceback in the log).
+        """
+        self._draining = True
+        for conn in list(self.connections):
+            conn.close(CLOSE_GOING_AWAY, "the server is shutting down")
+        if self.connections:
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), grace)
 
     async def stop(self) -> None:
         for conn in list(self.connections):
@@ -159,6 +180,8 @@ class Hub:
         conn = Connection(viewer, send, pacer=self._pacer, now=time.monotonic(),
                           queued_budget=self.config.queued_budget)
         self.connections.add(conn)
+        if self._draining:
+            conn.close(CLOSE_GOING_AWAY, "the server is shutting down")
         return conn
 
     def disconnect(self, conn: Connection) -> None:
@@ -166,6 +189,8 @@ class Hub:
         self.connections.discard(conn)
         self._drop_items(conn, list(conn.items))
         self.unsubscribe_trackers(conn, list(conn.trackers))
+        if self._draining and not self.connections:
+            self._drained.set()
 
     def _drop_items(self, conn: Connection, items: Iterable[int]) -> None:
         for item in items:

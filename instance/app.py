@@ -83,6 +83,13 @@ def set_websocket_compression(enabled: bool) -> None:
     ws_stream.Handshake = DeclineExtensions  # type: ignore[misc]
 
 
+async def going_away(app: Quart) -> None:
+    """The server has begun to stop: end what would hold up its graceful shutdown, which
+    waits for open connections before the app's own shutdown (``after_serving``) runs.
+    Every /live socket is closed with 1001 (going away), and new ones are refused."""
+    await app.extensions[LIVE_KEY].drain()
+
+
 def create_app(settings: Settings, *, database: Database | None = None,
                hub_config: HubConfig | None = None,
                verifier_config: VerifierConfig | None = None,

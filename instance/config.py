@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -236,6 +237,29 @@ def validate(settings: Settings) -> Settings:
     return settings
 
 
+@dataclass(frozen=True)
+class Location:
+    """Where the settings are read from, before any file is read."""
+
+    data_dir: Path
+    config_file: Path
+    data_dir_given: bool  # by the caller or FIELDCAST_DATA_DIR (else the default)
+    config_given: bool  # by the caller or FIELDCAST_CONFIG (else DATA_DIR/fieldcast.toml)
+
+
+def locate(*, environ: Mapping[str, str], data_dir: str | Path | None = None,
+           config_file: str | Path | None = None) -> Location:
+    """The data directory and config file `load_settings` reads, from the same arguments.
+    (A config file may name another data_dir; only the loaded settings say that.)"""
+    if data_dir is None:
+        data_dir = environ.get(f"{ENV_PREFIX}DATA_DIR")
+    base_dir = Path(data_dir) if data_dir is not None else Settings.data_dir
+    if config_file is None:
+        config_file = environ.get(f"{ENV_PREFIX}CONFIG")
+    path = Path(config_file) if config_file else base_dir / CONFIG_FILENAME
+    return Location(base_dir, path, data_dir is not None, bool(config_file))
+
+
 def load_settings(
     *,
     environ: Mapping[str, str],
@@ -252,22 +276,17 @@ def load_settings(
         "the environment", prefix=ENV_PREFIX,
     )
     values: dict[str, Any] = {}
-    if data_dir is None:
-        data_dir = environ.get(f"{ENV_PREFIX}DATA_DIR")
-    if data_dir is not None:
-        values["data_dir"] = Path(data_dir)
-    base_dir = Path(values.get("data_dir", Settings.data_dir))
-
-    if config_file is None:
-        config_file = environ.get(f"{ENV_PREFIX}CONFIG")
-    path = Path(config_file) if config_file else base_dir / CONFIG_FILENAME
-    if config_file and not path.is_file():
+    where = locate(environ=environ, data_dir=data_dir, config_file=config_file)
+    if where.data_dir_given:
+        values["data_dir"] = where.data_dir
+    path = where.config_file
+    if where.config_given and not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     if path.is_file():
         try:
             with path.open("rb") as fh:
                 loaded = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
         _refuse_unknown((key for key in loaded if key not in _TYPES), str(path))
         for key, raw in loaded.items():
@@ -284,6 +303,67 @@ def load_settings(
         if raw is not None:
             values[name] = _coerce(name, raw, "command line")
     return validate(Settings(**values))
+
+
+def bind_address(bind: str) -> tuple[str, int]:
+    """(host, port) of a validated ``bind``; an IPv6 host without its brackets."""
+    host, _, port = bind.rpartition(":")
+    return host.strip("[]").lower(), int(port)
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    ip = _ip(host)
+    return ip.is_loopback if ip is not None else (host == "localhost"
+                                                  or host.endswith(".localhost"))
+
+
+def _every_address(host: str) -> bool:
+    ip = _ip(host)
+    return ip is not None and ip.is_unspecified
+
+
+def base_url_for_bind(bind: str) -> str | None:
+    """The base URL that `fieldcast init` writes when none is given: the address `bind`
+    listens on. None for a bind on every address (0.0.0.0, ::): it names no host that
+    others could use, so the public URL has to be given."""
+    host, port = bind_address(bind)
+    if _every_address(host):
+        return None
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def unreachable_base_url(settings: Settings) -> str | None:
+    """Why ``base_url`` cannot be this server listening at ``bind``, when that is
+    certain; else None.
+
+    Certain only for a loopback base URL (127.0.0.0/8, ::1, localhost): only this
+    machine reaches it, so nothing can stand between, and it must be this server's
+    own address, port and (plain http) scheme. Any other base URL may be a proxy or a
+    name in front of the bind, and is taken as given.
+    """
+    parts = urlsplit(settings.base_url)
+    host = (parts.hostname or "").lower()
+    if not _is_loopback(host):
+        return None
+    bind_host, bind_port = bind_address(settings.bind)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    listens = (_every_address(bind_host) or bind_host == host
+               or (_is_loopback(bind_host) and "localhost" in (host, bind_host)))
+    if parts.scheme == "http" and port == bind_port and listens:
+        return None
+    suggest = base_url_for_bind(settings.bind) or f"http://127.0.0.1:{bind_port}"
+    why = ("fieldcast serve speaks plain http" if parts.scheme == "https"
+           else "that is not where this server listens")
+    return (f"base_url {settings.base_url} is on this machine only, but {why} (bind "
+            f"{settings.bind}): links, key ids and federation topics would name another "
+            f"server. Set base_url to {suggest}, or to the public URL of a proxy in front")
 
 
 def render_toml(settings: Settings) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -148,15 +148,61 @@ def _current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+def run_migrations(connection: Connection, action: Callable[[Connection], None]) -> None:
+    """Run `action` (Alembic commands) in one transaction. On SQLite, with foreign keys
+    off until it ends, checked before it commits.
+
+    Batch mode re-creates a SQLite table by copying it and dropping the original, and
+    with foreign keys on, that DROP deletes (ON DELETE CASCADE) every row that refers to
+    it: re-creating ``items`` would empty ``field_values``. The PRAGMA does nothing
+    inside a transaction, so it is set on the driver's connection before ours begins.
+    """
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        _driver_pragma(connection, "PRAGMA foreign_keys=OFF")
+    try:
+        with connection.begin():
+            action(connection)
+            if sqlite:
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"a migration broke foreign keys: {broken[:5]}")
+    finally:
+        if sqlite:
+            _driver_pragma(connection, "PRAGMA foreign_keys=ON")
+
+
+def _driver_pragma(connection: Connection, pragma: str) -> None:
+    # Outside SQLAlchemy's transaction: a statement through the Connection would begin one.
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
 async def migrate(engine: AsyncEngine) -> None:
     """Apply every pending migration (idempotent)."""
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
+    async with engine.connect() as conn:
+        await conn.run_sync(run_migrations, _upgrade)
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
         return await conn.run_sync(_current)
+
+
+def known_revision(revision: str) -> bool:
+    """Whether `revision` is one of this code's migrations (not a newer version's)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    try:
+        return ScriptDirectory.from_config(cfg).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def head_revision() -> str:

@@ -37,6 +37,11 @@ NAMING = {
 
 # BigInteger ids on PostgreSQL; SQLite only auto-increments INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# Every table with a surrogate id: SQLite never hands out an id used before (without
+# AUTOINCREMENT it reuses the highest one once its row is deleted, and ids outlive their
+# rows in the change log, links and federation topics). PostgreSQL's sequences never go
+# back anyway. Migration 0007 rebuilt the existing tables so.
+NO_ID_REUSE = {"sqlite_autoincrement": True}
 
 
 class Base(DeclarativeBase):
@@ -85,6 +90,7 @@ class EventCounter(Base):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = NO_ID_REUSE
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     display_name: Mapped[str] = mapped_column(String(200), default="")
@@ -96,6 +102,7 @@ class User(Base):
 
 class Group(Base):
     __tablename__ = "groups"
+    __table_args__ = NO_ID_REUSE
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     description: Mapped[str] = mapped_column(String(500), default="")
@@ -114,6 +121,7 @@ class Session(Base):
 
 class ApiToken(Base):
     __tablename__ = "api_tokens"
+    __table_args__ = NO_ID_REUSE
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(100))
@@ -124,6 +132,7 @@ class ApiToken(Base):
 
 class Tracker(Base):
     __tablename__ = "trackers"
+    __table_args__ = NO_ID_REUSE
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -138,7 +147,8 @@ class Tracker(Base):
 
 class Field(Base):
     __tablename__ = "fields"
-    __table_args__ = (UniqueConstraint("tracker_id", "name", name="uq_fields_tracker_name"),)
+    __table_args__ = (UniqueConstraint("tracker_id", "name", name="uq_fields_tracker_name"),
+                      NO_ID_REUSE)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     tracker_id: Mapped[int] = mapped_column(ForeignKey("trackers.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(64))
@@ -157,6 +167,7 @@ class Field(Base):
 
 class Item(Base):
     __tablename__ = "items"
+    __table_args__ = NO_ID_REUSE
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     tracker_id: Mapped[int] = mapped_column(
         ForeignKey("trackers.id", ondelete="CASCADE"), index=True
@@ -236,6 +247,7 @@ class FederationSubscription(Base):
         UniqueConstraint("topic", "callback", name="uq_federation_subscriptions_pair"),
         Index("ix_federation_subscriptions_state_lease", "state", "lease_expires_at"),
         CheckConstraint(ONE_TARGET, name="one_target"),
+        NO_ID_REUSE,
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     topic: Mapped[str] = mapped_column(String(500))
@@ -271,7 +283,8 @@ class FederationIntent(Base):
     """
 
     __tablename__ = "federation_intents"
-    __table_args__ = (UniqueConstraint("topic", "callback", name="uq_federation_intents_pair"),)
+    __table_args__ = (UniqueConstraint("topic", "callback", name="uq_federation_intents_pair"),
+                      NO_ID_REUSE)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     mode: Mapped[str] = mapped_column(String(12))  # subscribe, unsubscribe or denied
     topic: Mapped[str] = mapped_column(String(500))
@@ -308,6 +321,7 @@ class FederationDelivery(Base):
               postgresql_where=text("state IN ('pending', 'retry')")),
         Index("ix_federation_deliveries_due", "state", "next_attempt_at"),
         CheckConstraint(ONE_TARGET, name="one_target"),
+        NO_ID_REUSE,
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     subscription_id: Mapped[int] = mapped_column(
@@ -355,7 +369,7 @@ class RemoteSubscription(Base):
     """
 
     __tablename__ = "remote_subscriptions"
-    __table_args__ = (Index("ix_remote_subscriptions_fetch_due", "fetch_due_at"),)
+    __table_args__ = (Index("ix_remote_subscriptions_fetch_due", "fetch_due_at"), NO_ID_REUSE)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     topic: Mapped[str] = mapped_column(String(500), unique=True)
     instance: Mapped[str] = mapped_column(String(300))  # the host's origin

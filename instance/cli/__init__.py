@@ -12,6 +12,8 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 
+from sqlalchemy.exc import DBAPIError
+
 from instance.cli import (
     demo,
     federation,
@@ -25,7 +27,7 @@ from instance.cli import (
     trackers,
     users,
 )
-from instance.cli.common import CliError
+from instance.cli.common import CliError, check_instance, one_line
 from instance.config import ConfigError
 from instance.errors import ApiError
 from keys.store import KeyStoreError
@@ -80,11 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    env = os.environ if environ is None else environ
     try:
-        args.func(args, os.environ if environ is None else environ)
+        # Every command but those that make one (`init`, `demo`) needs an instance.
+        if not getattr(args, "creates_instance", False):
+            check_instance(args, env)
+        args.func(args, env)
     except (CliError, ConfigError, KeyStoreError) as exc:
         parser.exit(2, f"fieldcast: error: {exc}\n")
     except ApiError as exc:
         parser.exit(2, f"fieldcast: error: {exc.detail}\n")
     except OSError as exc:
         parser.exit(2, f"fieldcast: error: {exc}\n")
+    except DBAPIError as exc:
+        # The database refused or went away mid-command (down, locked, out of space):
+        # the driver's message, not a traceback.
+        parser.exit(2, f"fieldcast: error: the database failed: {one_line(exc)}\n")

@@ -360,4 +360,4 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=argparse.SUPPRESS,
                    help="keep the two instances in DIR/a and DIR/b (default: a temporary "
                    "directory, removed on exit)")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, creates_instance=True)

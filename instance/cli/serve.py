@@ -10,9 +10,9 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from instance.cli.common import Subcommands, describe_db, migrate_only, settings_for
+from instance.cli.common import CliError, Subcommands, describe_db, migrate_only, settings_for
 from instance.cli.keys import key_store
-from instance.config import Settings
+from instance.config import Settings, unreachable_base_url
 
 if TYPE_CHECKING:
     from hypercorn.config import Config as HypercornConfig
@@ -37,6 +37,10 @@ def hypercorn_config(settings: Settings, *, access_log: bool) -> HypercornConfig
 
 def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     settings = settings_for(args, environ, bind=args.bind, workers=args.workers)
+    # Keys would be published, and links made, under an origin that is not this server.
+    problem = unreachable_base_url(settings)
+    if problem:
+        raise CliError(problem)
     keys = key_store(settings)
     if keys.exists():
         keys.load()  # refuse to start with private keys others may read
@@ -66,7 +70,7 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
 async def _serve_one(settings: Settings, hconfig: HypercornConfig) -> None:
     from hypercorn.asyncio import serve
 
-    from instance.app import create_app, prepare_serving_process
+    from instance.app import create_app, going_away, prepare_serving_process
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -74,7 +78,14 @@ async def _serve_one(settings: Settings, hconfig: HypercornConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     app = create_app(settings)
     prepare_serving_process(settings)
-    await serve(app, hconfig, shutdown_trigger=stop.wait)
+
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        # Before Hypercorn waits for open connections: /live sockets never end by
+        # themselves, and would be cancelled after its graceful_timeout instead.
+        await going_away(app)
+
+    await serve(app, hconfig, shutdown_trigger=shutdown_trigger)
 
 
 def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:

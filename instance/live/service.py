@@ -42,6 +42,12 @@ class LiveService:
         await self.hub.start()
         self._stop_listening = self.log.on_commit(self.hub.committed)
 
+    async def drain(self) -> None:
+        """The server is about to stop: close every /live socket with 1001 and wait
+        until they are closed (at most the time one close may take, plus a little)."""
+        if self.hub is not None:
+            await self.hub.drain(self.hub.config.close_grace + 0.5)
+
     async def stop(self) -> None:
         if self._stop_listening is not None:
             self._stop_listening()

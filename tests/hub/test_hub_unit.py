@@ -555,3 +555,29 @@ async def test_queued_characters_of_a_stuck_client_are_bounded() -> None:
     assert code == CLOSE_TOO_SLOW and "200000 characters" in reason
     assert most <= 200_000 + 11_000
     await hub.stop()
+
+
+async def test_drain_closes_every_socket_going_away_and_waits_for_their_endpoints() -> None:
+    hub, _ = await make_hub()
+    conns = [hub.connect(viewer(1), Client().send) for _ in range(3)]
+
+    async def endpoint_lets_go() -> None:  # as /live's handler does once closed
+        for conn in conns:
+            await conn.closed
+            await asyncio.sleep(0.05)
+            hub.disconnect(conn)
+
+    started = time.monotonic()
+    letting_go = asyncio.create_task(endpoint_lets_go())
+    await hub.drain(5)
+    assert time.monotonic() - started < 2 and not hub.connections
+    assert [c.closed.result()[0] for c in conns] == [1001] * 3
+    await letting_go
+    # One that opens while the server goes away is closed at once.
+    late = hub.connect(viewer(1), Client().send)
+    assert late.closed.done() and late.closed.result()[0] == 1001
+    # An endpoint that never lets go holds the drain no longer than its grace.
+    started = time.monotonic()
+    await hub.drain(0.2)
+    assert 0.2 <= time.monotonic() - started < 1
+    await hub.stop()

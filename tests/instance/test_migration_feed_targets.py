@@ -4,6 +4,7 @@ the downgrade drops the feed rows only."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from instance.db import _alembic_config, make_engine
+from instance.db import _alembic_config, make_engine, run_migrations
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 SUB = ("INSERT INTO federation_subscriptions (topic, item_id, {extra} callback, state, "
@@ -53,15 +54,19 @@ def _check(conn: Connection) -> None:
 
 async def test_0006_keeps_item_rows_and_checks_one_target(database_url: str) -> None:
     engine = make_engine(database_url)
+
+    def to(revision: str, *, down: bool = False) -> Callable[[Connection], None]:
+        return lambda conn: _to(conn, revision, down=down)
+
     try:
-        async with engine.begin() as conn:
-            await conn.run_sync(_to, "0005", down=True)
-            await conn.run_sync(_item_rows)
-            await conn.run_sync(_to, "head")
-            await conn.run_sync(_check)
-            await conn.run_sync(_to, "0005", down=True)
+        # Each step in a transaction of its own, as instance.db.migrate runs migrations.
+        async with engine.connect() as conn:
+            for step in (to("0005", down=True), _item_rows, to("head"), _check,
+                         to("0005", down=True)):
+                await conn.run_sync(run_migrations, step)
             rows = await conn.execute(text("SELECT topic, item_id FROM federation_subscriptions"))
             assert [tuple(r) for r in rows] == [("t/1", 1)]  # the feed row went
-            await conn.run_sync(_to, "head")
+            await conn.commit()
+            await conn.run_sync(run_migrations, to("head"))
     finally:
         await engine.dispose()

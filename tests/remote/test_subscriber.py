@@ -315,6 +315,7 @@ async def test_cli_link_and_unlink(pair: Pair) -> None:
     import asyncio
 
     from instance.cli import main
+    from instance.config import CONFIG_FILENAME, render_toml
 
     a_item = await pair.a_item(title="by the CLI")
     b_item = await pair.b_item()
@@ -323,6 +324,8 @@ async def test_cli_link_and_unlink(pair: Pair) -> None:
                "FIELDCAST_BASE_URL": s.base_url, "FIELDCAST_ALLOW_PRIVATE_CALLBACKS": "true",
                "FIELDCAST_ALLOW_HTTP_CALLBACKS": "true", "FIELDCAST_REMOTE_LEASE_SECONDS": "600"}
     data_dir = ["--data-dir", str(s.data_dir)]
+    # The CLI runs only on an instance's directory (what `fieldcast init` writes).
+    (s.data_dir / CONFIG_FILENAME).write_text(render_toml(s))
     await asyncio.to_thread(main, ["item", "link", str(b_item), f"{pair.a.base}/items/{a_item}",
                                    *data_dir], environ)
     assert (await pair.b_fields(b_item))["their_title"]["value"] == "by the CLI"
