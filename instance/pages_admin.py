@@ -10,6 +10,8 @@ they may not see.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import wraps
 from typing import Any
 
 from quart import Blueprint, redirect, render_template, request, url_for
@@ -37,14 +39,21 @@ TYPE_LABELS = {"text": "text (one line)", "textarea": "text area (many lines)",
 assert set(TYPE_LABELS) == set(FIELD_TYPES)
 
 
-async def _admin() -> tuple[User, Principal] | Response:
-    """The admin asking, or where anyone else goes: the login page, or a 404."""
-    user, who = await caller()
-    if user is None:
-        return redirect(url_for("pages.login", next=request.path))
-    if not who.is_admin:
-        raise ApiError(404, "not_found", "this page does not exist")
-    return user, who
+Page = Callable[..., Awaitable[str | Response]]
+
+
+def admin_page(view: Page) -> Page:
+    """``view(user, who, **route_args)`` for the admin asking; anyone else goes to the
+    login page (logged out) or gets a 404."""
+    @wraps(view)
+    async def page(**route_args: Any) -> str | Response:
+        user, who = await caller()
+        if user is None:
+            return redirect(url_for("pages.login", next=request.path))
+        if not who.is_admin:
+            raise ApiError(404, "not_found", "this page does not exist")
+        return await view(user, who, **route_args)
+    return page
 
 
 async def _render(template: str, user: User, **context: Any) -> str:
@@ -53,11 +62,8 @@ async def _render(template: str, user: User, **context: Any) -> str:
 
 
 @bp.get("")
-async def index() -> str | Response:
-    asked = await _admin()
-    if not isinstance(asked, tuple):
-        return asked
-    user, who = asked
+@admin_page
+async def index(user: User, who: Principal) -> str | Response:
     async with db().read() as session:
         shown = await trackers.visible_trackers(session, who)
         users = await accounts.users_json(session)
@@ -67,11 +73,8 @@ async def index() -> str | Response:
 
 
 @bp.get("/trackers/<slug>")
-async def tracker(slug: str) -> str | Response:
-    asked = await _admin()
-    if not isinstance(asked, tuple):
-        return asked
-    user, who = asked
+@admin_page
+async def tracker(user: User, who: Principal, slug: str) -> str | Response:
     async with db().read() as session:
         found = await trackers.get_tracker(session, slug)
         names = await trackers.group_names(session)
@@ -83,11 +86,8 @@ async def tracker(slug: str) -> str | Response:
 
 
 @bp.get("/users")
-async def users() -> str | Response:
-    asked = await _admin()
-    if not isinstance(asked, tuple):
-        return asked
-    user, _ = asked
+@admin_page
+async def users(user: User, _who: Principal) -> str | Response:
     async with db().read() as session:
         listed = await accounts.users_json(session)
         groups = [g for g in await accounts.groups_json(session) if not g["builtin"]]
@@ -95,11 +95,8 @@ async def users() -> str | Response:
 
 
 @bp.get("/groups")
-async def groups() -> str | Response:
-    asked = await _admin()
-    if not isinstance(asked, tuple):
-        return asked
-    user, _ = asked
+@admin_page
+async def groups(user: User, _who: Principal) -> str | Response:
     async with db().read() as session:
         listed = await accounts.groups_json(session)
         usernames = [u["username"] for u in await accounts.users_json(session)]
@@ -107,11 +104,8 @@ async def groups() -> str | Response:
 
 
 @bp.get("/federation")
-async def federation() -> str | Response:
-    asked = await _admin()
-    if not isinstance(asked, tuple):
-        return asked
-    user, who = asked
+@admin_page
+async def federation(user: User, who: Principal) -> str | Response:
     async with db().read() as session:
         subs = await subscription_views(session)
         deliveries = await delivery_views(session)

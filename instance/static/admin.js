@@ -3,37 +3,10 @@
 // what was typed left in place. User data goes into the page with textContent only.
 (() => {
   "use strict";
-  const $ = (sel, root = document) => root.querySelector(sel);
+  // $, el, announce and api are fieldcast.js's, which base.html loads first.
+  const { $, el, announce, api } = window.fieldcast;
   const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
   const FLASH = "fieldcast-flash";
-
-  function el(tag, props = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props)) {
-      if (key === "text") node.textContent = value;
-      else if (key === "class") node.className = value;
-      else if (value !== undefined && value !== null && value !== false) node.setAttribute(key, value === true ? "" : value);
-    }
-    for (const child of children) if (child) node.append(child);
-    return node;
-  }
-
-  function announce(text) {
-    const region = $("#announce");
-    if (region) region.textContent = text;
-  }
-
-  async function api(method, url, body) {
-    const init = { method, credentials: "same-origin", headers: {} };
-    if (body !== undefined) {
-      init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
-    const response = await fetch(url, init);
-    let data = null;
-    try { data = await response.json(); } catch { /* 204 and friends */ }
-    return { status: response.status, ok: response.ok, data };
-  }
 
   const detail = (r, what) => (r.data && r.data.detail) || `${what} (HTTP ${r.status})`;
 

@@ -30,8 +30,11 @@
     const response = await fetch(url, init);
     let data = null;
     try { data = await response.json(); } catch { /* 204 and friends */ }
-    return { status: response.status, data };
+    return { status: response.status, ok: response.ok, data };
   }
+
+  // The helpers the page scripts loaded after this one (admin.js, tracker.js) share.
+  window.fieldcast = Object.freeze({ $, el, announce, api });
 
   // ---- every page ------------------------------------------------------------------
   async function logout() {

@@ -3,6 +3,7 @@
 // read) and what GET /api/items/ID answers is ever shown, always with textContent.
 (() => {
   "use strict";
+  const { announce } = window.fieldcast; // fieldcast.js, loaded first
   const dataNode = document.getElementById("tracker-data");
   if (!dataNode) return;
   const page = JSON.parse(dataNode.textContent);
@@ -21,11 +22,6 @@
     const text = String(value);
     return text.length > SHOWN + 1 ? `${text.slice(0, SHOWN)}…` : text;
   };
-
-  function announce(text) {
-    const region = document.getElementById("announce");
-    if (region) region.textContent = text;
-  }
 
   function setConn(state, text) {
     if (!conn || conn.dataset.state === state) return;
