@@ -342,7 +342,8 @@ class FederationDelivery(Base):
     item_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     tracker_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     event_id: Mapped[int] = mapped_column(BigInteger)  # the newest event coalesced here
-    item_version: Mapped[int] = mapped_column(BigInteger)  # 0 for a feed
+    # The topic version the ping announces (hub.projector.Owed); 0 for a feed.
+    item_version: Mapped[int] = mapped_column(BigInteger)
     fields: Mapped[list] = mapped_column(JSON, default=list)  # changed field names, union
     state: Mapped[str] = mapped_column(String(12))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
