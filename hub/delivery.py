@@ -42,7 +42,7 @@ class Claimed:
     topic: str
     item_id: int | None  # None for a tracker's feed (then ``tracker_id`` is set)
     event_id: int
-    item_version: int
+    item_version: int  # the topic version the ping announces (hub.projector.Owed)
     fields: tuple[str, ...]
     #: Attempts including this one; also the guard that makes the store ignore a
     #: result for a row another worker re-claimed meanwhile.

@@ -42,8 +42,6 @@ class Audience:
     item_id: int | None
     visible: frozenset[str]
     tracker_id: int | None = None
-    #: The item's version now: what a re-check ping announces.
-    item_version: int = 0
 
 
 @dataclass(slots=True)
@@ -54,7 +52,10 @@ class Owed:
     topic: str
     item_id: int | None  # None for a feed, which has ``tracker_id``
     event_id: int
-    item_version: int  # 0 for a feed: it spans items
+    #: The version the topic answers after these changes: the host's newest event the
+    #: subscriber may see of the item (its exported values, its tracker's export
+    #: settings), so a hidden edit never moves it. 0 for a feed: it spans items.
+    item_version: int
     fields: set[str] = field(default_factory=set)
     tracker_id: int | None = None
 
@@ -127,11 +128,12 @@ def project(changes: Sequence[Change], audience: Sequence[Audience],
     feeds, ``rechecked`` those of the trackers whose export settings changed. A VALUE
     change is owed to every subscription that may see the field: of its item's topic,
     and of its tracker's feed when the field is public; the union of field names and the
-    newest event and item version are kept per (subscription, topic). ITEM_DELETED is
+    newest event is kept per (subscription, topic), and is an item topic's version (what
+    its topic answers right after; instance/federation/exports.py). ITEM_DELETED is
     owed to every subscription of the topic, with no field names: the last notification,
     after which the topic answers 410; and to the tracker's feed, which drops the item.
-    An EXPORT or FIELD_DELETED change is owed, with no field names and the item's
-    current version, to every subscription of that tracker that still sees something: a
+    An EXPORT or FIELD_DELETED change is owed, with no field names and its own event as
+    the version, to every subscription of that tracker that still sees something: a
     re-check, after which the subscriber fetches and clears what it no longer gets
     (PROTOCOL.md, "The callback"). One that sees nothing is ended.
     """
@@ -151,7 +153,7 @@ def project(changes: Sequence[Change], audience: Sequence[Audience],
             if change.kind is ChangeKind.VALUE and change.field not in a.visible:
                 continue
             entry = owed.get((a.subscription_id, a.topic))
-            version = (change.item_version or 0) if a.item_id is not None else 0
+            version = change.event if a.item_id is not None else 0
             if entry is None:
                 entry = owed[(a.subscription_id, a.topic)] = Owed(
                     a.subscription_id, a.topic, a.item_id, change.event, version,
@@ -168,14 +170,15 @@ def project(changes: Sequence[Change], audience: Sequence[Audience],
         event = recheck_at.get(a.tracker_id)
         if not a.visible or event is None:
             continue
+        version = event if a.item_id is not None else 0
         entry = owed.get((a.subscription_id, a.topic))
         if entry is None:
             owed[(a.subscription_id, a.topic)] = Owed(a.subscription_id, a.topic, a.item_id,
-                                                      event, a.item_version,
+                                                      event, version,
                                                       tracker_id=_feed_tracker(a))
         else:
             entry.event_id = max(entry.event_id, event)
-            entry.item_version = max(entry.item_version, a.item_version)
+            entry.item_version = max(entry.item_version, version)
     endings = [Ending(a.subscription_id, "the topic no longer exports anything to this "
                       "subscriber") for a in rechecked if not a.visible]
     return list(owed.values()), endings

@@ -198,6 +198,11 @@ class FieldValue(Base):
     )
 
 
+#: A change-log row after which what a tracker exports to whom may differ (kept in
+#: the literal form a partial index can be matched against).
+EXPORT_KINDS = "kind IN ('export', 'field_deleted')"
+
+
 class ChangeLog(Base):
     """Append-only event log. ``id`` is the event id, handed out by EventCounter, so it is
     gap-free and in commit order. Item and field ids are plain columns (no foreign keys)
@@ -206,6 +211,11 @@ class ChangeLog(Base):
     """
 
     __tablename__ = "change_log"
+    # A tracker's export and field-deletion rows: what a federation topic's version
+    # counts beside the item's values (migration 0009).
+    __table_args__ = (Index("ix_change_log_tracker_exports", "tracker_id", "id",
+                            sqlite_where=text(EXPORT_KINDS),
+                            postgresql_where=text(EXPORT_KINDS)),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     kind: Mapped[str] = mapped_column(String(20), default="value")
     item_id: Mapped[int | None] = mapped_column(BigInteger, index=True, nullable=True)
@@ -332,7 +342,8 @@ class FederationDelivery(Base):
     item_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     tracker_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     event_id: Mapped[int] = mapped_column(BigInteger)  # the newest event coalesced here
-    item_version: Mapped[int] = mapped_column(BigInteger)  # 0 for a feed
+    # The topic version the ping announces (hub.projector.Owed); 0 for a feed.
+    item_version: Mapped[int] = mapped_column(BigInteger)
     fields: Mapped[list] = mapped_column(JSON, default=list)  # changed field names, union
     state: Mapped[str] = mapped_column(String(12))
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.changes import ChangeKind
 from instance.federation.urls import topic_url
-from instance.models import ChangeLog, Item, Tracker
+from instance.models import EXPORT_KINDS, ChangeLog, Item, Tracker
 from instance.rights import FieldDef, load_fields
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -73,6 +73,33 @@ class ItemExports:
     tracker: Tracker | None = None
     fields: list[FieldDef] = field(default_factory=list)
     gone: bool = False
+
+
+async def federation_version(session: AsyncSession, item_id: int, tracker_id: int,
+                             fields: list[FieldDef]) -> int:
+    """The item's ``version`` for a requester who gets ``fields``: the newest change-log
+    event among the item's creation, the values of those fields, and the tracker's
+    export settings and field deletions.
+
+    Not the item's own version, which counts changes of every field: a partner would
+    see it move on edits of fields it does not get. Not a sum of the exported fields'
+    versions either, which goes down when an export is withdrawn, and a subscriber
+    rightly refuses a document older than the one it holds. This one only grows (a
+    withdrawn export is an event newer than every value it hides), moves on no hidden
+    edit, and a ping for a change carries that change's event id as the version the
+    topic answers right after it. A change of any export setting of the tracker moves
+    it for every requester: that shows that some setting changed, never a value.
+    """
+    ids = [f.id for f in fields]
+    newest = await session.scalar(select(func.max(ChangeLog.id)).where(
+        ChangeLog.item_id == item_id,
+        or_(ChangeLog.kind == ChangeKind.CREATED.value,
+            (ChangeLog.kind == ChangeKind.VALUE.value) & ChangeLog.field_id.in_(ids))))
+    # The literal condition of the partial index ix_change_log_tracker_exports, so both
+    # databases use it (a bound parameter would not prove the row is in the index).
+    export = await session.scalar(select(func.max(ChangeLog.id)).where(
+        ChangeLog.tracker_id == tracker_id, text(EXPORT_KINDS)))
+    return max(int(newest or 0), int(export or 0))
 
 
 async def item_exports(session: AsyncSession, item_id: int, origin: str | None

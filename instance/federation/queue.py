@@ -92,9 +92,6 @@ async def _visible(session: AsyncSession, subs: Sequence[FederationSubscription]
     trackers = await _trackers_of(session, trackers)
     feeds = {s.tracker_id for s in subs if s.tracker_id is not None}
     fields = await load_fields(session, {t for t in trackers.values() if t is not None} | feeds)
-    versions: dict[int, int] = {item: version for item, version in (await session.execute(
-        select(Item.id, Item.version).where(
-            Item.id.in_({s.item_id for s in subs if s.item_id is not None})))).all()}
     out = []
     for s in subs:
         if s.tracker_id is not None:
@@ -105,8 +102,7 @@ async def _visible(session: AsyncSession, subs: Sequence[FederationSubscription]
         tracker = trackers.get(s.item_id)
         defs = fields.get(tracker, []) if tracker is not None else []
         names = frozenset(f.name for f in exported_to(defs, s.subscriber_origin))
-        out.append(Audience(s.id, s.topic, s.item_id, names, tracker,
-                            versions.get(s.item_id, 0)))
+        out.append(Audience(s.id, s.topic, s.item_id, names, tracker))
     return out
 
 

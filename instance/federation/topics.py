@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance.accounts import as_utc
-from instance.federation.exports import item_exports
+from instance.federation.exports import federation_version, item_exports
 from instance.federation.requester import signer_origin
 from instance.federation.service import federation
 from instance.federation.urls import TOPIC_PATH, hub_url, topic_url
@@ -79,10 +79,11 @@ async def topic_document(session: AsyncSession, base: str, item_id: int, origin:
                                  FieldValue.field_id.in_([f.id for f in exports.fields]))
     )).scalars()}
     # Only the exported fields' times: the item's other fields must not show through.
+    version = await federation_version(session, item.id, tracker.id, exports.fields)
     times = [as_utc(values[f.id].updated_at) for f in exports.fields if f.id in values]
     return ExportedItem(
         topic=topic_url(base, item.id), item=item.id, tracker=tracker.slug,
-        version=item.version, updated_at=max(times, default=as_utc(item.created_at)),
+        version=version, updated_at=max(times, default=as_utc(item.created_at)),
         fields={f.name: ExportedField(
             value=values[f.id].value if f.id in values else None,
             version=values[f.id].version if f.id in values else 0, type=f.type)

@@ -165,7 +165,7 @@ async def test_thin_ping_signed_and_names_only_visible_fields(world: World) -> N
     doc = json.loads(ping.body)
     assert doc["type"] == "notification" and doc["fields"] == ["plan"]
     assert doc["item"] == item and doc["topic"] == world.topic(item)
-    assert doc["version"] >= result["item_version"] and doc["event"] >= result["event"]
+    assert doc["version"] == doc["event"] >= result["event"]
     assert b"new plan" not in ping.body  # a refresh signal, never the data
     # Verifiable with the key this instance publishes.
     wk = await (await world.client.get("/.well-known/fieldcast")).get_json()
@@ -195,7 +195,7 @@ async def test_coalescing_ten_saves_one_ping_and_in_flight_rule(world: World) ->
         last = await save(world, item, "title", f"v{i + 1}")
     await asyncio.sleep(0.4)  # the projector queues them while no worker sends
     (row,) = await rows(world, callback)
-    assert row.state == "pending" and row.item_version == last["item_version"]
+    assert row.state == "pending" and row.item_version == last["event"]
     await service.delivery.start()
     (ping,) = await public.wait_posts(callback)
     assert json.loads(ping.body)["fields"]["title"]["value"] == "v10"
@@ -275,6 +275,48 @@ async def test_export_revoked_denies_and_stops(world: World) -> None:
     assert (await world.client.get(f"/federation/items/{item}")).status_code == 404
 
 
+async def test_a_partners_version_moves_only_with_what_it_is_exported(world: World) -> None:
+    r = await world.admin.post("/api/trackers", json={"slug": "versions"})
+    assert r.status_code == 201
+    to_b = {"mode": "partners", "partners": [world.partner.base]}
+    for name, export in (("title", to_b), ("note", to_b), ("secret", None)):
+        r = await world.admin.post("/api/trackers/versions/fields", json={
+            "name": name, "label": name, **({"export": export} if export else {})})
+        assert r.status_code == 201, await r.get_data(as_text=True)
+    item = await world.item("versions", title="t", note="n", secret="s")
+    partner: Subscriber = world.partner  # type: ignore[assignment]
+    callback = await subscribed(world, item, partner, signed=True)
+    path = f"/federation/items/{item}"
+
+    async def topic(tag: str | None = None) -> Any:
+        headers = {"If-None-Match": tag} if tag else {}
+        return await world.client.get(path, headers=world.partner.sign(
+            "GET", world.base + path, headers, b""))
+
+    first = await topic()
+    version, tag = (await first.get_json())["version"], first.headers["ETag"]
+    # An edit of a field not exported to b: same version, same ETag, no ping.
+    await save(world, item, "secret", "s2")
+    again = await topic(tag)
+    assert again.status_code == 304 and again.headers["ETag"] == tag
+    await asyncio.sleep(0.5)
+    assert partner.posted(callback) == []
+    # An exported edit: the version is that change's event, and so is the ping's.
+    result = await save(world, item, "title", "t2")
+    (ping,) = await partner.wait_posts(callback)
+    doc = await (await topic()).get_json()
+    assert doc["version"] == result["event"] == json.loads(ping.body)["version"] > version
+    # Withdrawn from b: note leaves the document and the version still goes up.
+    r = await world.admin.patch("/api/trackers/versions/fields/note",
+                                json={"export": {"mode": "none", "partners": []}})
+    assert r.status_code == 200, await r.get_data(as_text=True)
+    pings = await partner.wait_posts(callback, 2)
+    recheck = json.loads(pings[-1].body)
+    after = await (await topic()).get_json()
+    assert "note" not in after["fields"] and recheck["fields"] == []
+    assert after["version"] == recheck["version"] > doc["version"]
+
+
 async def test_item_deleted_last_ping_then_410(world: World) -> None:
     item = await world.item(title="bye")
     partner: Subscriber = world.partner  # type: ignore[assignment]
@@ -299,4 +341,4 @@ async def test_restart_loses_nothing(world: World) -> None:
     await service.start()
     (ping,) = await public.wait_posts(callback)
     doc = json.loads(ping.body)
-    assert doc["fields"]["title"]["value"] == "r5" and doc["version"] == last["item_version"]
+    assert doc["fields"]["title"]["value"] == "r5" and doc["version"] == last["event"]

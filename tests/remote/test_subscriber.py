@@ -4,12 +4,15 @@ worker and the mirror, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
 import pytest
 
 from instance.federation.service import FEDERATION_KEY
+from keys.store import key_url
+from protocol.signatures import RFC9421_ED25519, sign_request
 from tests.conftest import PASSWORD
 from tests.harness.wait import eventually
 from tests.remote.conftest import Pair
@@ -107,7 +110,7 @@ async def test_a_ping_makes_b_fetch_and_its_browsers_see_it(pair: Pair) -> None:
         await ws.send(json.dumps({"type": "subscribe", "items": [b_item]}))
         await frame("subscribed")
         r = await pair.admin_a.patch(f"/api/items/{a_item}/fields/title", json={"value": "after"})
-        version = r.json()["item_version"]
+        version = r.json()["event"]  # the version A's topic answers after this save
         ping = await pair.ping(sub["callback"], pair.topic(a_item), a_item, version)
         assert ping.status_code == 202, ping.text
         update = (await frame("updates"))["updates"][0]
@@ -221,7 +224,7 @@ async def test_a_denial_is_recorded(pair: Pair) -> None:
 async def test_host_down_then_back_converges(pair: Pair) -> None:
     a_item, b_item, sub = await linked(pair, "v1")
     r = await pair.admin_a.patch(f"/api/items/{a_item}/fields/title", json={"value": "v2"})
-    version = r.json()["item_version"]
+    version = r.json()["event"]
     # B has A's key cached from a first ping (for a version it holds): A signs the
     # notification while it is up, and goes down before B fetches.
     warm = await pair.ping(sub["callback"], pair.topic(a_item), a_item, 0)
@@ -249,6 +252,18 @@ async def test_host_down_then_back_converges(pair: Pair) -> None:
     await eventually(converged, within=15)
 
 
+async def topic_version(pair: Pair, a_item: int) -> int:
+    """The version of A's topic as B sees it (a GET signed with B's key)."""
+    url = pair.topic(a_item)
+    key = pair.b.keys.current("ed25519")
+    headers = sign_request(RFC9421_ED25519, "GET", url, [], b"", key.private,
+                           key_url(pair.b.base, key.record.kid), time.time())
+    async with httpx.AsyncClient(timeout=20) as c:
+        r = await c.get(url, headers=headers)
+    assert r.status_code == 200, r.text
+    return int(r.json()["version"])
+
+
 async def test_export_revoked_clears_and_says_no_longer_shared(pair: Pair) -> None:
     a_item, b_item, sub = await linked(pair, "shared", "open")
     r = await pair.admin_a.patch("/api/trackers/bugs/fields/status",
@@ -256,9 +271,12 @@ async def test_export_revoked_clears_and_says_no_longer_shared(pair: Pair) -> No
     assert r.status_code == 200, r.text
     try:
         (row,) = await pair.outgoing(pair.topic(a_item))
-        # A re-check ping: same version, no changed values named.
-        ping = await pair.ping(sub["callback"], pair.topic(a_item), a_item,
-                               row["remote_version"], fields=())
+        # A withdrawn export moves the version up, never down (B would refuse an older
+        # document): A's re-check ping names no changed values, at the version now.
+        version = await topic_version(pair, a_item)
+        assert version > row["remote_version"]
+        ping = await pair.ping(sub["callback"], pair.topic(a_item), a_item, version,
+                               fields=())
         assert ping.status_code == 202
 
         async def cleared() -> dict[str, Any]:
@@ -270,6 +288,8 @@ async def test_export_revoked_clears_and_says_no_longer_shared(pair: Pair) -> No
         assert "no longer exports field 'status'" in fields["their_status"]["remote"]["reason"]
         assert fields["their_title"]["remote"]["state"] == "live"
         assert fields["their_title"]["value"] == "shared"
+        (after,) = await pair.outgoing(pair.topic(a_item))
+        assert after["remote_version"] == version  # the new document was taken
     finally:
         await pair.admin_a.patch("/api/trackers/bugs/fields/status", json={
             "export": {"mode": "partners", "partners": [pair.b.base]}})

@@ -114,7 +114,9 @@ async def test_a_down_b_shows_stale_then_converges(world: World) -> None:
     callback = await callback_of(world.b, world, a_item)
     # A ping leaves A as A goes down (signed with A's key, which B has cached), so B
     # tries to fetch while A does not answer.
-    version = (await world.a.item(a_item))["version"]
+    # The version B holds (A's topic version for B: an event id, not the item's own).
+    (followed,) = await world.b.outgoing(world.a.topic(a_item))
+    version = followed["remote_version"]
     async with httpx.AsyncClient() as http:
         # B checks A's signatures with A's published keys: have it hold them now.
         warm, warm_headers = sign_ping(world, world.b, a_item, version, callback)
