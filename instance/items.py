@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, insert, select, update
+from sqlalchemy import bindparam, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -104,19 +104,32 @@ async def items_json(
 
 
 _field_values = Base.metadata.tables["field_values"]
-_VERSIONS_OF = (select(_field_values.c.field_id, _field_values.c.version)
-                .where(_field_values.c.item_id == bindparam("b_item")))
+_fields_t = Base.metadata.tables["fields"]
+_read_groups_t = Base.metadata.tables["field_read_groups"]
+# ``reader_version`` of one item in one query, in the save's own transaction: the sum
+# over the item's values of the fields of its tracker the caller may read (an admin
+# reads all; anyone else a field one of whose read groups they are in).
+_OWN_VALUES = (select(func.coalesce(func.sum(_field_values.c.version), 0))
+               .select_from(_field_values.join(_fields_t,
+                                               _fields_t.c.id == _field_values.c.field_id))
+               .where(_field_values.c.item_id == bindparam("b_item"),
+                      _fields_t.c.tracker_id == bindparam("b_tracker")))
+_ADMIN_VERSION = _OWN_VALUES
+_READER_VERSION = _OWN_VALUES.where(exists().where(
+    _read_groups_t.c.field_id == _field_values.c.field_id,
+    _read_groups_t.c.group_id.in_(bindparam("b_groups", expanding=True))))
 
 
-async def reader_item_version(session: AsyncSession, item_id: int, who: Principal) -> int:
-    """``reader_version`` of one item as it is now (0 for an item that is gone)."""
-    tracker_id = await session.scalar(select(Item.tracker_id).where(Item.id == item_id))
-    if tracker_id is None:
-        return 0
-    fields = (await load_fields(session, [tracker_id]))[tracker_id]
-    ids = {f.id for f in readable(fields, who)}
-    rows = (await run(session, _VERSIONS_OF, {"b_item": item_id})).all()
-    return reader_version(r.version for r in rows if r.field_id in ids)
+async def reader_item_version(session: AsyncSession, item_id: int, tracker_id: int,
+                              who: Principal) -> int:
+    """``reader_version`` of one item of tracker ``tracker_id`` as this transaction
+    sees it: after a save, in the save's transaction (no read transaction of its own)."""
+    if who.is_admin:
+        got = await run(session, _ADMIN_VERSION, {"b_item": item_id, "b_tracker": tracker_id})
+    else:
+        got = await run(session, _READER_VERSION, {"b_item": item_id, "b_tracker": tracker_id,
+                                                   "b_groups": sorted(who.group_ids)})
+    return int(got.scalar() or 0)
 
 
 def hidden_item(item_id: int, fields: list[FieldDef], who: Principal) -> ApiError | None:
@@ -271,6 +284,10 @@ class SaveResult:
     version: int
     updated_at: datetime
     updated_by: str | None
+    # The item's version as the caller sees it (``reader_version``), after a change; not
+    # ``Item.version``, the count of every change, which would tell them how often
+    # fields hidden from them were changed.
+    item_version: int | None = None
 
 
 async def save_field(
@@ -326,7 +343,8 @@ async def save_field(
         by = await session.scalar(select(User.username).where(User.id == cur.updated_by))
         return SaveResult(None, cur.value, cur.version, cur.updated_at, by)
     change = await _apply(session, item.id, item.tracker_id, f, value, who, cur, at, "user")
-    return SaveResult(change, value, cur.version + 1, at, who.username)
+    seen = await reader_item_version(session, item.id, item.tracker_id, who)
+    return SaveResult(change, value, cur.version + 1, at, who.username, seen)
 
 
 async def create_item(
