@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, insert, select, update
+from sqlalchemy import bindparam, exists, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -104,19 +104,25 @@ async def items_json(
 
 
 _field_values = Base.metadata.tables["field_values"]
-_VERSIONS_OF = (select(_field_values.c.field_id, _field_values.c.version)
-                .where(_field_values.c.item_id == bindparam("b_item")))
 
 
-async def reader_item_version(session: AsyncSession, item_id: int, who: Principal) -> int:
-    """``reader_version`` of one item as it is now (0 for an item that is gone)."""
-    tracker_id = await session.scalar(select(Item.tracker_id).where(Item.id == item_id))
-    if tracker_id is None:
-        return 0
-    fields = (await load_fields(session, [tracker_id]))[tracker_id]
-    ids = {f.id for f in readable(fields, who)}
-    rows = (await run(session, _VERSIONS_OF, {"b_item": item_id})).all()
-    return reader_version(r.version for r in rows if r.field_id in ids)
+# The item's version bump, RETURNING also its ``reader_version``: the sum over its
+# values of the fields of its tracker the caller may read (an admin all; anyone else a
+# field one of whose read groups they are in), as of this statement, so after the
+# save's value. SQL text: SQLAlchemy renders SQLite's RETURNING without table names,
+# the subquery's too, which makes its columns ambiguous.
+_BUMP_SEEN_BY_ADMIN = text(
+    "UPDATE items SET version = version + 1 WHERE id = :b_item RETURNING version, "
+    "(SELECT coalesce(sum(sv.version), 0) FROM field_values sv JOIN fields sf"
+    " ON sf.id = sv.field_id WHERE sv.item_id = items.id"
+    " AND sf.tracker_id = items.tracker_id)")
+_BUMP_SEEN_BY_READER = text(
+    "UPDATE items SET version = version + 1 WHERE id = :b_item RETURNING version, "
+    "(SELECT coalesce(sum(sv.version), 0) FROM field_values sv JOIN fields sf"
+    " ON sf.id = sv.field_id WHERE sv.item_id = items.id"
+    " AND sf.tracker_id = items.tracker_id AND EXISTS (SELECT 1 FROM field_read_groups sg"
+    " WHERE sg.field_id = sv.field_id AND sg.group_id IN :b_groups))"
+).bindparams(bindparam("b_groups", expanding=True))
 
 
 def hidden_item(item_id: int, fields: list[FieldDef], who: Principal) -> ApiError | None:
@@ -165,6 +171,9 @@ def _editable(f: FieldDef, who: Principal) -> None:
 _items, _values_t = Base.metadata.tables["items"], Base.metadata.tables["field_values"]
 _BUMP_ITEM = (update(_items).where(_items.c.id == bindparam("b_item"))
               .values(version=_items.c.version + 1).returning(_items.c.version))
+# The same, with the item's version as the saver sees it (the answer's item_version):
+# in the save's statement, not a query or a transaction of its own.
+_BUMP_ITEM_SEEN = {True: _BUMP_SEEN_BY_ADMIN, False: _BUMP_SEEN_BY_READER}
 _THIS_VALUE = (_values_t.c.item_id == bindparam("b_item")) & (
     _values_t.c.field_id == bindparam("b_field"))
 # FOR UPDATE: on PostgreSQL a concurrent save of this field waits here, then sees the
@@ -212,10 +221,19 @@ async def _target(session: AsyncSession, item_id: int, field_name: str
     return first, field_def(first, first.field_id, read, edit)
 
 
-async def _bump_item(session: AsyncSession, item_id: int) -> int:
-    value = (await run(session, _BUMP_ITEM, {"b_item": item_id})).scalar()
-    assert value is not None
-    return int(value)
+async def _bump_item(session: AsyncSession, item_id: int, reader: Principal | None
+                     ) -> tuple[int, int | None]:
+    """The item's new version, and ``reader_version`` for ``reader`` if one is given."""
+    if reader is None:
+        value = (await run(session, _BUMP_ITEM, {"b_item": item_id})).scalar()
+        assert value is not None
+        return int(value), None
+    params: dict[str, Any] = {"b_item": item_id}
+    if not reader.is_admin:
+        params["b_groups"] = sorted(reader.group_ids)
+    row: tuple[Any, ...] = tuple((await run(session, _BUMP_ITEM_SEEN[reader.is_admin],
+                                            params)).one())
+    return int(row[0]), int(row[1])
 
 
 _MISSING: dict[str, Any] = {"item_id": bindparam("b_item"), "field_id": bindparam("b_field"),
@@ -244,12 +262,13 @@ class Current:
 
 async def _apply(
     session: LogSession, item_id: int, tracker_id: int, f: FieldDef, value: Any,
-    who: Principal, old: Current, at: datetime, source: str,
-) -> Change:
+    who: Principal, old: Current, at: datetime, source: str, *, seen: bool = False,
+) -> tuple[Change, int | None]:
+    """The change, and with ``seen`` the item's version as ``who`` sees it after it."""
     await run(session, _SET_VALUE, {"b_item": item_id, "b_field": f.id, "b_value": value,
                                     "b_version": old.version + 1, "b_at": at,
                                     "b_by": who.user_id})
-    item_version = await _bump_item(session, item_id)
+    item_version, seen_version = await _bump_item(session, item_id, who if seen else None)
     event_id = await changelog.append(
         session, ChangeKind.VALUE, at=at, item_id=item_id, tracker_id=tracker_id,
         field_id=f.id, field_name=f.name, old_version=old.version,
@@ -261,7 +280,7 @@ async def _apply(
         field=f.name, field_id=f.id, value=value, version=old.version + 1,
         old_value=old.value, old_version=old.version, item_version=item_version,
         by=who.username, source=source,
-    )
+    ), seen_version
 
 
 @dataclass(frozen=True)
@@ -271,6 +290,10 @@ class SaveResult:
     version: int
     updated_at: datetime
     updated_by: str | None
+    # The item's version as the caller sees it (``reader_version``), after a change; not
+    # ``Item.version``, the count of every change, which would tell them how often
+    # fields hidden from them were changed.
+    item_version: int | None = None
 
 
 async def save_field(
@@ -325,8 +348,9 @@ async def save_field(
     if cur.version > 0 and cur.value == value:
         by = await session.scalar(select(User.username).where(User.id == cur.updated_by))
         return SaveResult(None, cur.value, cur.version, cur.updated_at, by)
-    change = await _apply(session, item.id, item.tracker_id, f, value, who, cur, at, "user")
-    return SaveResult(change, value, cur.version + 1, at, who.username)
+    change, seen = await _apply(session, item.id, item.tracker_id, f, value, who, cur, at,
+                                "user", seen=True)
+    return SaveResult(change, value, cur.version + 1, at, who.username, seen)
 
 
 async def create_item(
@@ -365,7 +389,8 @@ async def create_item(
     for f, value in checked:
         if value is not None:
             changes.append(
-                await _apply(session, item.id, tracker.id, f, value, who, empty, at, "user")
+                (await _apply(session, item.id, tracker.id, f, value, who, empty, at,
+                              "user"))[0]
             )
     await session.refresh(item)
     return item, changes
@@ -398,5 +423,5 @@ async def save_mirrored(session: LogSession, item_id: int, tracker_id: int, f: F
     if row.value == value and (row.version > 0 or value is None):
         return None
     cur = Current(row.value, row.version, row.updated_at, row.updated_by)
-    return await _apply(session, item_id, tracker_id, f, value, FEDERATION, cur, at,
-                        "federation")
+    return (await _apply(session, item_id, tracker_id, f, value, FEDERATION, cur, at,
+                         "federation"))[0]
