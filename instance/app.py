@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from hub.fetcher import FetcherConfig
 from hub.hub import HubConfig
 from hub.verifier import VerifierConfig
-from instance import openapi, pages, pages_account, pages_admin, routing, wellknown
+from instance import completion, openapi, pages, pages_account, pages_admin, routing, wellknown
 from instance.api import admin, auth, items, trackers
 from instance.changelog import ChangeLog
 from instance.config import Settings
@@ -97,6 +97,7 @@ def create_app(settings: Settings, *, database: Database | None = None,
                throttle_config: ThrottleConfig | None = None) -> Quart:
     # No app-level static folder: the pages blueprint serves /static from the package.
     app = Quart("fieldcast", static_folder=None)
+    app.asgi_http_class = completion.CompletingHTTPConnection
     # Quart refuses larger bodies with 413 while reading them, before any parsing.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # Item fields are sent in the tracker's display order; sorting would lose it. Jinja's
@@ -199,6 +200,8 @@ def create_app(settings: Settings, *, database: Database | None = None,
 
     @app.after_serving
     async def close() -> None:
+        # Requests whose clients left still run to their end (instance/completion.py).
+        await completion.drain(app, seconds=10.0)
         await subscriber.stop()
         await federation.stop()
         await service.stop()
