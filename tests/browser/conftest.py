@@ -84,17 +84,23 @@ async def browser() -> AsyncIterator[Browser]:
         await browser.close()
 
 
-async def logged_in(browser: Browser, site: Site, user: str, **context_args: object
-                    ) -> tuple[BrowserContext, Page]:
+async def log_in(browser: Browser, base_url: str, user: str, password: str,
+                 **context_args: object) -> tuple[BrowserContext, Page]:
     """A new browser context (its own cookies) with ``user`` logged in through the form."""
-    context = await browser.new_context(base_url=site.url, **context_args)  # type: ignore[arg-type]
+    context = await browser.new_context(base_url=base_url, **context_args)  # type: ignore[arg-type]
     page = await context.new_page()
     await page.goto("/login")
     await page.fill("#username", user)
-    await page.fill("#password", PASSWORD)
+    await page.fill("#password", password)
     await page.click("button[type=submit]")
-    await page.wait_for_url(site.url + "/")
+    await page.wait_for_url(base_url + "/")
     return context, page
+
+
+async def logged_in(browser: Browser, site: Site, user: str, **context_args: object
+                    ) -> tuple[BrowserContext, Page]:
+    """``log_in`` to the shared site, with the password every user there has."""
+    return await log_in(browser, site.url, user, PASSWORD, **context_args)
 
 
 async def open_item(page: Page, site: Site) -> None:

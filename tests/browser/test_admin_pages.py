@@ -13,7 +13,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import ARTIFACTS, log_in
 from tests.harness import ADMIN_PASSWORD, RunningInstance
 
 DANA_PASSWORD = "dana's first password"
@@ -39,15 +39,7 @@ async def admin_api(server: RunningInstance) -> httpx.AsyncClient:
 
 async def login(browser: Browser, server: RunningInstance, user: str, password: str,
                 **context_args: object) -> tuple[BrowserContext, Page]:
-    context = await browser.new_context(base_url=server.base_url,
-                                        **context_args)  # type: ignore[arg-type]
-    page = await context.new_page()
-    await page.goto("/login")
-    await page.fill("#username", user)
-    await page.fill("#password", password)
-    await page.click("button[type=submit]")
-    await page.wait_for_url(server.base_url + "/")
-    return context, page
+    return await log_in(browser, server.base_url, user, password, **context_args)
 
 
 async def unlabelled_controls(page: Page) -> list[str]:
