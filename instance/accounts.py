@@ -8,13 +8,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, delete, exists, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance import changelog
 from instance.changelog import LogSession
 from instance.clock import as_utc, now
-from instance.db import run
 from instance.errors import ApiError, conflict, forbidden, invalid, not_found
 from instance.models import ApiToken, Group, Session, User, user_groups
 from instance.security import Passwords, check_password_strength, digest, new_api_token, new_secret
@@ -414,17 +414,17 @@ def _holder_query(kind: type[Session] | type[ApiToken], column: Any) -> Any:
             .where(table.c.token_hash == bindparam("h")))
 
 
-# Prebuilt: every save runs one (instance.db.run).
+# Prebuilt: every save runs one.
 _HOLDER_OF_TOKEN = _holder_query(ApiToken, ApiToken.__table__.c.last_used_at)
 _HOLDER_OF_SESSION = _holder_query(Session, Session.__table__.c.expires_at)
 
 
-async def holder_of(session: AsyncSession, via: str, secret: str
-                    ) -> tuple[Holder, Any, list[int]] | None:
+def holder_of(conn: Connection, via: str, secret: str
+              ) -> tuple[Holder, Any, list[int]] | None:
     """As ``user_for_token`` (``via`` "token") or ``user_for_session`` ("session"), the
-    user as a ``Holder``: one prebuilt Core query."""
+    user as a ``Holder``: one prebuilt Core query, on the save's sync connection."""
     query = _HOLDER_OF_TOKEN if via == "token" else _HOLDER_OF_SESSION
-    rows = (await run(session, query, {"h": digest(secret)})).all()
+    rows = conn.execute(query, {"h": digest(secret)}).all()
     if not rows or rows[0].disabled:
         return None
     first = rows[0]
@@ -435,11 +435,18 @@ async def holder_of(session: AsyncSession, via: str, secret: str
             [r.group_id for r in rows if r.group_id is not None])
 
 
-async def touch_token(session: AsyncSession, token_hash: str) -> None:
+_TOUCH = (update(ApiToken).where(ApiToken.token_hash == bindparam("h"))
+          .values(last_used_at=bindparam("at")))
+
+
+def touch_token_on(conn: Connection, token_hash: str) -> None:
     """Note that the token with this hash (``security.digest`` of it) was used now."""
-    await session.execute(
-        update(ApiToken).where(ApiToken.token_hash == token_hash).values(last_used_at=now())
-    )
+    conn.execute(_TOUCH, {"h": token_hash, "at": now()})
+
+
+async def touch_token(session: AsyncSession, token_hash: str) -> None:
+    """``touch_token_on`` in an ORM transaction."""
+    await session.run_sync(lambda s: touch_token_on(s.connection(), token_hash))
 
 
 async def user_tokens(session: AsyncSession, user: User) -> list[ApiToken]:

@@ -2,11 +2,13 @@
 
 Everything that appends to the log or reads it goes through this module:
 
-- **Append**, inside the transaction that makes the change: ``append`` takes the event
-  id from the counter row (last, so ids are gap-free and in commit order) and inserts
-  the row. Only a ``LogSession`` (what ``ChangeLog.write`` opens) may append, and it
-  keeps the list of what it appended in plain sight (``LogSession.appended``).
-- **After commit**, ``ChangeLog.write`` hands that list to every listener registered
+- **Append**, inside the transaction that makes the change: ``LogConnection.append``
+  takes the event id from the counter row (last, so ids are gap-free and in commit
+  order) and inserts the row. Only a ``LogConnection`` may append: the sync connection
+  ``ChangeLog.unit`` hands its work (the save path), or one a ``LogSession`` (what
+  ``ChangeLog.write`` opens) lends to ``LogSession.sync``. Either keeps the list of what
+  it appended in plain sight (``appended``).
+- **After commit**, ``ChangeLog`` hands that list to every listener registered
   with ``ChangeLog.on_commit`` (the live hub, federation). Listeners are plain
   callables that must not block: the request that saved does not wait for a broker.
 - **Read** after a cursor (``read``), **replay** a range for catch-up (``replay``), and
@@ -22,10 +24,13 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from hub.changes import Appended, Change, ChangeKind
 from instance.clock import as_utc
@@ -37,10 +42,35 @@ from instance.rights import FieldDef, Principal, load_fields
 log = logging.getLogger("fieldcast.changelog")
 
 Listener = Callable[[Sequence[Appended]], None]
+T = TypeVar("T")
+
+
+class LogConnection:
+    """A write transaction's sync connection, which may append to the change log.
+
+    ``appended`` lists what it appended, in order; after the commit ``ChangeLog`` tells
+    the listeners.
+    """
+
+    def __init__(self, conn: Connection, appended: list[Appended]) -> None:
+        self.conn = conn
+        self.appended = appended
+
+    def append(self, kind: ChangeKind, *, at: datetime, **row: Any) -> int:
+        """Append one row in this transaction; return its event id.
+
+        Call it last in the transaction: the counter row's lock, taken here, serializes
+        commits in id order, and is held only from here to the commit.
+        """
+        event_id = self.conn.execute(_NEXT_EVENT).scalar()
+        assert event_id is not None, "the initial migration writes the counter row"
+        self.conn.execute(_INSERT_EVENT, {"id": event_id, "kind": kind.value, "at": at, **row})
+        self.appended.append((int(event_id), row.get("item_id")))
+        return int(event_id)
 
 
 class LogSession(AsyncSession):
-    """A write transaction that may append to the change log.
+    """A write transaction (ORM) that may append to the change log.
 
     ``appended`` lists what it appended, in order; after the commit ``ChangeLog.write``
     tells the listeners.
@@ -49,6 +79,17 @@ class LogSession(AsyncSession):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.appended: list[Appended] = []
+
+    async def sync(self, work: Callable[[LogConnection], T]) -> T:
+        """Run ``work`` (sync statements, as ``ChangeLog.unit`` runs them) in this
+        transaction, after the ORM changes pending so far, so statement order holds."""
+        return await self.run_sync(_lend, work, self.appended)
+
+
+def _lend(session: Session, work: Callable[[LogConnection], T], appended: list[Appended]
+          ) -> T:
+    session.flush()
+    return work(LogConnection(session.connection(), appended))
 
 
 # ---- appending ---------------------------------------------------------------------------
@@ -65,16 +106,8 @@ _INSERT_EVENT = insert(_log)
 
 
 async def append(session: LogSession, kind: ChangeKind, *, at: datetime, **row: Any) -> int:
-    """Append one row in this transaction; return its event id.
-
-    Call it last in the transaction: the counter row's lock, taken here, serializes
-    commits in id order, and is held only from here to the commit.
-    """
-    event_id = (await run(session, _NEXT_EVENT, {})).scalar()
-    assert event_id is not None, "the initial migration writes the counter row"
-    await run(session, _INSERT_EVENT, {"id": event_id, "kind": kind.value, "at": at, **row})
-    session.appended.append((int(event_id), row.get("item_id")))
-    return int(event_id)
+    """``LogConnection.append`` in an ORM write transaction."""
+    return await session.sync(partial(LogConnection.append, kind=kind, at=at, **row))
 
 
 async def rights_changed(session: LogSession, at: datetime, *, actor_id: int | None = None,
@@ -301,6 +334,40 @@ async def visible(
 # ---- the owner -----------------------------------------------------------------------------
 
 
+def _run_units(batch: Sequence[_Unit], appended: list[Appended], conn: Connection
+               ) -> list[tuple[bool, Any]]:
+    """The units' work in one transaction (on the writer thread): (ok, result or error)
+    each. A lone unit needs no SAVEPOINT: its error rolls back the transaction."""
+    if len(batch) == 1:
+        return [(True, batch[0].work(LogConnection(conn, appended)))]
+    outcomes: list[tuple[bool, Any]] = []
+    for queued in batch:
+        mark = len(appended)
+        savepoint = conn.begin_nested()
+        try:
+            value = queued.work(LogConnection(conn, appended))
+        except Exception as exc:
+            savepoint.rollback()
+            del appended[mark:]
+            outcomes.append((False, exc))
+        else:
+            savepoint.commit()
+            outcomes.append((True, value))
+    return outcomes
+
+
+def _settle(done: asyncio.Future[Any], value: Any, *, ok: bool = False) -> None:
+    if done.done():
+        return
+    if ok:
+        done.set_result(value)
+    elif isinstance(value, asyncio.CancelledError):
+        done.cancel()
+    else:
+        done.set_exception(value)
+        done.exception()  # retrieved: a caller that stopped waiting never awaits it
+
+
 class _Batch:
     """One write transaction shared by the saves that queued for it (group commit)."""
 
@@ -311,8 +378,23 @@ class _Batch:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
+class _Unit:
+    """A unit of ``ChangeLog.unit`` waiting for the transaction it will share."""
+
+    __slots__ = ("done", "work")
+
+    def __init__(self, work: Callable[[LogConnection], Any]) -> None:
+        self.work = work
+        self.done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+
 class ChangeLog:
     """Opens the transactions that append, and tells the log's readers after commit.
+
+    Two ways in. ``unit`` runs sync work (the save path: statements and nothing else)
+    in one thread hop on SQLite, and with group commit, queued units share one
+    transaction. ``write`` opens an ORM session for everything else (admin changes,
+    item creation, federation), and with group commit its writers share one too.
 
     With ``group_commit`` (SQLite: one writer per database anyway), writers that queue
     while one is in its transaction join that transaction instead of each paying for
@@ -335,6 +417,8 @@ class ChangeLog:
         self._queued = 0
         self._batch: _Batch | None = None
         self._flushes: set[asyncio.Task[None]] = set()
+        self._units: list[_Unit] = []
+        self._draining: asyncio.Task[None] | None = None
 
     def on_commit(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` after every commit that appended; returns the undo."""
@@ -347,6 +431,61 @@ class ChangeLog:
                 listener(appended)
             except Exception:  # the change is committed: readers poll and catch up
                 log.exception("a change-log listener failed")
+
+    async def unit(self, work: Callable[[LogConnection], T]) -> T:
+        """Run ``work`` in a write transaction; its result once that has committed.
+
+        ``work`` is sync code on a ``LogConnection`` (Core statements, no awaits, nothing
+        that needs the event loop): on SQLite it runs on the writer thread
+        (``Database.write_sync``). With group commit, the units that queue while one
+        transaction runs share the next: each in a SAVEPOINT of its own, so one that
+        raises rolls back alone and gets its own error, each with its own event ids in
+        turn order (gap-free, in commit order), and none answered before the COMMIT
+        that holds it.
+        """
+        if not self.group_commit:
+            # Shielded as below: begun is run to its end.
+            return await asyncio.shield(self._alone(work))
+        queued = _Unit(work)
+        self._units.append(queued)
+        if self._draining is None:
+            self._draining = asyncio.get_running_loop().create_task(self._drain())
+        # Shielded: a unit that is queued is run; its caller may stop waiting for it.
+        done: T = await asyncio.shield(queued.done)
+        return done
+
+    async def _alone(self, work: Callable[[LogConnection], T]) -> T:
+        appended: list[Appended] = []
+        result = await self.db.write_sync(lambda conn: work(LogConnection(conn, appended)))
+        if appended:
+            self._tell(appended)
+        return result
+
+    async def _drain(self) -> None:
+        try:
+            while self._units:
+                batch = self._units[:self.MAX_BATCH]
+                del self._units[:self.MAX_BATCH]
+                appended: list[Appended] = []
+                try:
+                    outcomes = await self.db.write_sync(partial(_run_units, batch, appended))
+                except BaseException as exc:
+                    # The transaction did not commit: nothing of it was saved.
+                    for queued in batch:
+                        _settle(queued.done, exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for queued, (ok, value) in zip(batch, outcomes, strict=True):
+                    _settle(queued.done, value, ok=ok)
+                if appended:
+                    self._tell(appended)
+        finally:
+            self._draining = None
+            if self._units:  # cancelled with units queued (shutdown): they hear so
+                for queued in self._units:
+                    queued.done.cancel()
+                self._units.clear()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[LogSession]:

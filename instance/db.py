@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, Result
+from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy.engine import Connection, Engine, Result
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql import Executable, Select
 
 S = TypeVar("S", bound=AsyncSession)
 Q = TypeVar("Q", bound=Select[Any])
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -32,12 +35,14 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-def _setup_sqlite(engine: AsyncEngine) -> None:
+def _setup_sqlite(engine: AsyncEngine | Engine) -> None:
     # pysqlite's own transaction handling would start a deferred transaction lazily; we
     # issue BEGIN ourselves so write transactions can take the write lock up front
     # (BEGIN IMMEDIATE). A deferred reader that upgrades to writer fails with SQLITE_BUSY
     # at once instead of waiting, which would turn concurrent saves into 500s.
-    @event.listens_for(engine.sync_engine, "connect")
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+    @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -47,9 +52,59 @@ def _setup_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql(conn.get_execution_options().get("fieldcast_begin", "BEGIN"))
+
+
+class _Writer:
+    """SQLite: a thread with a connection of its own that runs whole write transactions.
+
+    Through aiosqlite every statement is two thread hops and a wake-up of the event
+    loop, several per statement with its cursor; a save's seven statements cost about
+    60 of them (bench/writes.py). Here a transaction of sync statements (``write_sync``)
+    is one hop, however many statements and saves it holds.
+    """
+
+    def __init__(self, url: str) -> None:
+        # The same file through the stdlib driver; StaticPool: one connection, kept.
+        self.engine = create_engine(
+            make_url(url).set(drivername="sqlite"), poolclass=StaticPool,
+            connect_args={"timeout": 30, "check_same_thread": False})
+        _setup_sqlite(self.engine)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="fieldcast-writer")
+        self._conn: Connection | None = None
+        self._used = False
+
+    def submit(self, work: Callable[[Connection], T]) -> Future[T]:
+        self._used = True
+        return self._thread.submit(self._transaction, work)
+
+    def _transaction(self, work: Callable[[Connection], T]) -> T:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self.engine.connect().execution_options(
+                fieldcast_begin="BEGIN IMMEDIATE")
+        try:
+            with self._conn.begin():
+                return work(self._conn)
+        except BaseException:
+            # A COMMIT that failed (a deferred constraint, a full disk) leaves SQLite's
+            # transaction open: a new connection starts clean.
+            dbapi = self._conn.connection.dbapi_connection
+            if dbapi is None or dbapi.in_transaction:
+                self._conn.invalidate()
+                self._conn = None
+            raise
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self.engine.dispose()
+
+    def close(self) -> None:
+        if self._used:
+            self._thread.submit(self._close).result()
+        self._thread.shutdown()
 
 
 class Database:
@@ -64,6 +119,10 @@ class Database:
         self.engine = make_engine(url)
         self.is_sqlite = url.startswith("sqlite")
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        database = make_url(url).database if self.is_sqlite else None
+        # An in-memory database is one per connection: the writer's would be another.
+        self._writer = (_Writer(url) if database and database != ":memory:"
+                        and "mode=memory" not in url else None)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -100,6 +159,29 @@ class Database:
             finally:
                 await conn.close()
 
+    async def write_sync(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work``, sync code on a sync ``Connection``, in a write transaction
+        committed when it returns (rolled back if it raises): what ``ChangeLog.unit``
+        runs saves in.
+
+        On SQLite it runs on the writer thread, holding this process's write lock until
+        the transaction has ended, even if the caller is cancelled. On PostgreSQL it runs
+        on an asyncpg connection of the pool, each statement awaited in turn.
+        """
+        if self._writer is None:
+            async with self._write(AsyncSession) as session:
+                conn = await session.connection()
+                return await conn.run_sync(work)
+        assert self._write_lock is not None
+        async with self._write_lock:
+            done = asyncio.wrap_future(self._writer.submit(work))
+            try:
+                return await asyncio.shield(done)
+            except asyncio.CancelledError:
+                # Not before the transaction has ended: the lock stands for it.
+                await asyncio.wait([done])
+                raise
+
     def claimable(self, query: Q, *, of: Any = None) -> Q:
         """``query`` as a claim of queue rows: on PostgreSQL several processes share a
         queue, so each locks the rows it takes and skips those another has locked.
@@ -109,6 +191,8 @@ class Database:
         return query.with_for_update(skip_locked=True, of=of)
 
     async def dispose(self) -> None:
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.close)
         await self.engine.dispose()
 
 

@@ -15,19 +15,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, insert, select, text, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.changes import Change, ChangeKind
 from instance import changelog
 from instance.accounts import iso, now
-from instance.changelog import LogSession
-from instance.db import run
+from instance.changelog import LogConnection, LogSession
 from instance.errors import ApiError, conflict, forbidden, invalid, not_found
 from instance.fieldtypes import FieldTypeError, validate_value
 from instance.models import Base, FieldValue, Item, Tracker, User
-from instance.rights import FieldDef, Principal, field_def, load_fields
+from instance.rights import FieldDef, Principal, field_def, fields_on
 
 
 async def get_item(session: AsyncSession, item_id: int) -> tuple[Item, Tracker]:
@@ -141,15 +141,19 @@ def etag_for(body: Any) -> str:
 
 
 # ---- writes ----------------------------------------------------------------------------
+#
+# Sync code on a ``LogConnection``: ``ChangeLog.unit`` runs a save on SQLite's writer
+# thread in one hop (instance.db.Database.write_sync); ORM writers lend theirs with
+# ``LogSession.sync``.
 
 
-async def _check_value(session: AsyncSession, f: FieldDef, raw: Any) -> Any:
+def _check_value(conn: Connection, f: FieldDef, raw: Any) -> Any:
     try:
         value = validate_value(f.type, f.options, raw)
     except FieldTypeError as exc:
         raise invalid(f"field {f.name!r} ({f.type}) {exc}", field=f.name) from None
     if f.type == "user" and value is not None:
-        if not await session.scalar(select(exists().where(User.username == value))):
+        if conn.execute(_USER_NAMED, {"b_name": value}).first() is None:
             raise invalid(f"field {f.name!r} (user): no user is named {value!r}", field=f.name)
     return value
 
@@ -167,8 +171,11 @@ def _editable(f: FieldDef, who: Principal) -> None:
         raise forbidden(f"you may read field {f.name!r} but not edit it")
 
 
-# The statements every save runs, built once (see instance.db.run).
+# The statements every save runs, built once.
 _items, _values_t = Base.metadata.tables["items"], Base.metadata.tables["field_values"]
+_users = Base.metadata.tables["users"]
+_USER_NAMED = select(_users.c.id).where(_users.c.username == bindparam("b_name"))
+_USERNAME = select(_users.c.username).where(_users.c.id == bindparam("b_id"))
 _BUMP_ITEM = (update(_items).where(_items.c.id == bindparam("b_item"))
               .values(version=_items.c.version + 1).returning(_items.c.version))
 # The same, with the item's version as the saver sees it (the answer's item_version):
@@ -207,10 +214,9 @@ _TARGET = (
 )
 
 
-async def _target(session: AsyncSession, item_id: int, field_name: str
-                  ) -> tuple[Any, FieldDef | None]:
+def _target(conn: Connection, item_id: int, field_name: str) -> tuple[Any, FieldDef | None]:
     """The item to save (None if there is none) and its field named so, if any."""
-    rows = (await run(session, _TARGET, {"b_item": item_id, "b_name": field_name})).all()
+    rows = conn.execute(_TARGET, {"b_item": item_id, "b_name": field_name}).all()
     if not rows:
         return None, None
     first = rows[0]
@@ -221,18 +227,17 @@ async def _target(session: AsyncSession, item_id: int, field_name: str
     return first, field_def(first, first.field_id, read, edit)
 
 
-async def _bump_item(session: AsyncSession, item_id: int, reader: Principal | None
-                     ) -> tuple[int, int | None]:
+def _bump_item(conn: Connection, item_id: int, reader: Principal | None
+               ) -> tuple[int, int | None]:
     """The item's new version, and ``reader_version`` for ``reader`` if one is given."""
     if reader is None:
-        value = (await run(session, _BUMP_ITEM, {"b_item": item_id})).scalar()
+        value = conn.execute(_BUMP_ITEM, {"b_item": item_id}).scalar()
         assert value is not None
         return int(value), None
     params: dict[str, Any] = {"b_item": item_id}
     if not reader.is_admin:
         params["b_groups"] = sorted(reader.group_ids)
-    row: tuple[Any, ...] = tuple((await run(session, _BUMP_ITEM_SEEN[reader.is_admin],
-                                            params)).one())
+    row = tuple(conn.execute(_BUMP_ITEM_SEEN[reader.is_admin], params).one())
     return int(row[0]), int(row[1])
 
 
@@ -244,10 +249,17 @@ _INSERT_MISSING = {
 }
 
 
-async def _insert_missing(session: AsyncSession, item_id: int, field_id: int, at: datetime
-                          ) -> None:
-    statement = _INSERT_MISSING[session.get_bind().dialect.name]
-    await run(session, statement, {"b_item": item_id, "b_field": field_id, "b_at": at})
+def _locked_value(conn: Connection, item_id: int, field_id: int, at: datetime) -> Any:
+    """The value row, locked for update; made first if the field was added after the
+    item. Two first saves may race to make it: ON CONFLICT lets the second find the
+    first one's row."""
+    this = {"b_item": item_id, "b_field": field_id}
+    row = conn.execute(_LOCK_VALUE, this).first()
+    if row is None:
+        conn.execute(_INSERT_MISSING[conn.dialect.name],
+                     {"b_item": item_id, "b_field": field_id, "b_at": at})
+        row = conn.execute(_LOCK_VALUE, this).one()
+    return row
 
 
 @dataclass(frozen=True)
@@ -260,17 +272,17 @@ class Current:
     updated_by: int | None
 
 
-async def _apply(
-    session: LogSession, item_id: int, tracker_id: int, f: FieldDef, value: Any,
+def _apply(
+    log: LogConnection, item_id: int, tracker_id: int, f: FieldDef, value: Any,
     who: Principal, old: Current, at: datetime, source: str, *, seen: bool = False,
 ) -> tuple[Change, int | None]:
     """The change, and with ``seen`` the item's version as ``who`` sees it after it."""
-    await run(session, _SET_VALUE, {"b_item": item_id, "b_field": f.id, "b_value": value,
-                                    "b_version": old.version + 1, "b_at": at,
-                                    "b_by": who.user_id})
-    item_version, seen_version = await _bump_item(session, item_id, who if seen else None)
-    event_id = await changelog.append(
-        session, ChangeKind.VALUE, at=at, item_id=item_id, tracker_id=tracker_id,
+    log.conn.execute(_SET_VALUE, {"b_item": item_id, "b_field": f.id, "b_value": value,
+                                  "b_version": old.version + 1, "b_at": at,
+                                  "b_by": who.user_id})
+    item_version, seen_version = _bump_item(log.conn, item_id, who if seen else None)
+    event_id = log.append(
+        ChangeKind.VALUE, at=at, item_id=item_id, tracker_id=tracker_id,
         field_id=f.id, field_name=f.name, old_version=old.version,
         new_version=old.version + 1, item_version=item_version, old_value=old.value,
         new_value=value, actor_id=who.user_id, source=source,
@@ -296,8 +308,8 @@ class SaveResult:
     item_version: int | None = None
 
 
-async def save_field(
-    session: LogSession,
+def save_field(
+    log: LogConnection,
     item_id: int,
     field_name: str,
     raw_value: Any,
@@ -305,15 +317,16 @@ async def save_field(
     *,
     if_match: int | None,
 ) -> SaveResult:
-    """Save one field of one item, in a transaction of ``ChangeLog.write``."""
-    item, f = await _target(session, item_id, field_name)
+    """Save one field of one item, as the work of ``ChangeLog.unit``."""
+    conn = log.conn
+    item, f = _target(conn, item_id, field_name)
     if item is None:
         raise not_found(f"item {item_id}")
     # A field the caller may not read answers exactly as a field that does not exist,
     # and an item they may read nothing of exactly as an item that does not exist.
     if f is None or not f.readable_by(who):
         # Only a refused save needs the tracker's other fields.
-        fields = (await load_fields(session, [item.tracker_id]))[item.tracker_id]
+        fields = fields_on(conn, [item.tracker_id])[item.tracker_id]
         raise hidden_item(item_id, fields, who) or not_found(
             f"field {field_name!r} of item {item_id}")
     _editable(f, who)
@@ -324,18 +337,12 @@ async def save_field(
             f"{f.name!r} you edited, so that a concurrent change is not overwritten",
             field=f.name,
         )
-    value = await _check_value(session, f, raw_value)
+    value = _check_value(conn, f, raw_value)
     at = now()
-    this = {"b_item": item.id, "b_field": f.id}
-    row = (await run(session, _LOCK_VALUE, this)).first()
-    if row is None:
-        # A field added after the item was made has no row yet. Two first saves may race
-        # to create it: ON CONFLICT lets the second find the first one's row.
-        await _insert_missing(session, item.id, f.id, at)
-        row = (await run(session, _LOCK_VALUE, this)).one()
+    row = _locked_value(conn, item.id, f.id, at)
     cur = Current(row.value, row.version, row.updated_at, row.updated_by)
     if if_match is not None and cur.version != if_match:
-        by = await session.scalar(select(User.username).where(User.id == cur.updated_by))
+        by = conn.execute(_USERNAME, {"b_id": cur.updated_by}).scalar()
         raise ApiError(
             412, "version_conflict",
             f"field {f.name!r} was changed to version {cur.version} by {by or 'someone'} "
@@ -346,10 +353,10 @@ async def save_field(
                      "updated_at": iso(cur.updated_at), "updated_by": by},
         )
     if cur.version > 0 and cur.value == value:
-        by = await session.scalar(select(User.username).where(User.id == cur.updated_by))
+        by = conn.execute(_USERNAME, {"b_id": cur.updated_by}).scalar()
         return SaveResult(None, cur.value, cur.version, cur.updated_at, by)
-    change, seen = await _apply(session, item.id, item.tracker_id, f, value, who, cur, at,
-                                "user", seen=True)
+    change, seen = _apply(log, item.id, item.tracker_id, f, value, who, cur, at, "user",
+                          seen=True)
     return SaveResult(change, value, cur.version + 1, at, who.username, seen)
 
 
@@ -363,13 +370,18 @@ async def create_item(
         raise forbidden(f"you may not edit any field of tracker {tracker.slug!r}, "
                         "so you may not create items in it")
     by_name = {f.name: f for f in fields}
-    checked: list[tuple[FieldDef, Any]] = []
-    for name, raw in values.items():
-        f = by_name.get(name)
-        if f is None or not f.readable_by(who):
-            raise invalid(f"tracker {tracker.slug!r} has no field {name!r}", field=name)
-        _editable(f, who)
-        checked.append((f, await _check_value(session, f, raw)))
+
+    def check(log: LogConnection) -> list[tuple[FieldDef, Any]]:
+        checked = []
+        for name, raw in values.items():
+            f = by_name.get(name)
+            if f is None or not f.readable_by(who):
+                raise invalid(f"tracker {tracker.slug!r} has no field {name!r}", field=name)
+            _editable(f, who)
+            checked.append((f, _check_value(log.conn, f, raw)))
+        return checked
+
+    checked = await session.sync(check)
     at = now()
     item = Item(tracker_id=tracker.id, version=0, created_at=at, created_by=who.user_id)
     session.add(item)
@@ -386,12 +398,12 @@ async def create_item(
              "updated_at": at} for f, _ in checked
         ])
     empty = Current(None, 0, at, None)
-    for f, value in checked:
-        if value is not None:
-            changes.append(
-                (await _apply(session, item.id, tracker.id, f, value, who, empty, at,
-                              "user"))[0]
-            )
+
+    def apply(log: LogConnection) -> list[Change]:
+        return [_apply(log, item.id, tracker.id, f, value, who, empty, at, "user")[0]
+                for f, value in checked if value is not None]
+
+    changes += await session.sync(apply)
     await session.refresh(item)
     return item, changes
 
@@ -415,13 +427,13 @@ async def save_mirrored(session: LogSession, item_id: int, tracker_id: int, f: F
     """Store a value of remote field ``f`` as its host sent it, through the change log
     (source "federation", no actor), so live pages and readers of the log see it as
     any save. None when the field already holds it."""
-    this = {"b_item": item_id, "b_field": f.id}
-    row = (await run(session, _LOCK_VALUE, this)).first()
-    if row is None:
-        await _insert_missing(session, item_id, f.id, at)
-        row = (await run(session, _LOCK_VALUE, this)).one()
-    if row.value == value and (row.version > 0 or value is None):
-        return None
-    cur = Current(row.value, row.version, row.updated_at, row.updated_by)
-    return (await _apply(session, item_id, tracker_id, f, value, FEDERATION, cur, at,
-                         "federation"))[0]
+
+    def mirror(log: LogConnection) -> Change | None:
+        row = _locked_value(log.conn, item_id, f.id, at)
+        if row.value == value and (row.version > 0 or value is None):
+            return None
+        cur = Current(row.value, row.version, row.updated_at, row.updated_by)
+        return _apply(log, item_id, tracker_id, f, value, FEDERATION, cur, at,
+                      "federation")[0]
+
+    return await session.sync(mirror)

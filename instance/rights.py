@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, literal, select, union_all
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from instance.db import run
 from instance.models import Field, Group, User, field_edit_groups, field_read_groups, user_groups
 
 ANONYMOUS = "Anonymous"
@@ -125,12 +126,23 @@ async def load_fields(
     ids = list(tracker_ids)
     if not ids:
         return {}
-    fields = (await run(session, _FIELDS_OF, {"trackers": ids})).all()
+    return await session.run_sync(_fields_in, ids)
+
+
+def _fields_in(session: Session, ids: list[int]) -> dict[int, list[FieldDef]]:
+    session.flush()  # what is pending first, as Session.execute would
+    return fields_on(session.connection(), ids)
+
+
+def fields_on(conn: Connection, tracker_ids: Iterable[int]) -> dict[int, list[FieldDef]]:
+    """``load_fields`` on a sync connection (the save path, instance.items)."""
+    ids = list(tracker_ids)
+    fields = conn.execute(_FIELDS_OF, {"trackers": ids}).all() if ids else []
     field_ids = [f.id for f in fields]
     read: dict[int, set[int]] = {fid: set() for fid in field_ids}
     edit: dict[int, set[int]] = {fid: set() for fid in field_ids}
     if field_ids:
-        rows = (await run(session, _GROUPS_OF, {"fields": field_ids})).all()
+        rows = conn.execute(_GROUPS_OF, {"fields": field_ids}).all()
         for kind, fid, gid in map(tuple, rows):
             (read if kind == "r" else edit)[fid].add(gid)
     out: dict[int, list[FieldDef]] = {tid: [] for tid in ids}

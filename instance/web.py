@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from quart import current_app, g, request
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from instance import accounts, jsonbody
@@ -83,22 +84,23 @@ class Identity:
 ANONYMOUS = Identity(None, [], "anonymous")
 
 
-async def identify(session: AsyncSession, authorization: str, cookie: str | None,
-                   *, lean: bool = False) -> Identity:
+def _bad_token() -> ApiError:
+    return ApiError(401, "bad_token", "this API token is unknown, revoked, or belongs to a "
+                    "disabled account")
+
+
+async def identify(session: AsyncSession, authorization: str, cookie: str | None
+                   ) -> Identity:
     """The user behind an ``Authorization`` header or a session cookie.
 
     A bearer token that is malformed or unknown is an error (401): a script that sent
     one must hear so. A stale session cookie is not: the browser is simply logged out.
-    ``lean``: the user as a ``Holder`` (columns, no ORM object), in ``holder``.
     """
-    if lean:
-        return await _identify_lean(session, authorization, cookie)
     if authorization:
         secret = _token_secret(authorization)
         found = await accounts.user_for_token(session, secret)
         if found is None:
-            raise ApiError(401, "bad_token", "this API token is unknown, revoked, or "
-                           "belongs to a disabled account")
+            raise _bad_token()
         user, last_used, member_of = found
         return Identity(user, member_of, "token", ("token", digest(secret)),
                         last_used=last_used)
@@ -118,18 +120,18 @@ def _token_secret(authorization: str) -> str:
     return secret
 
 
-async def _identify_lean(session: AsyncSession, authorization: str, cookie: str | None
-                         ) -> Identity:
+def _identify_lean(conn: Connection, authorization: str, cookie: str | None) -> Identity:
+    """``identify`` on a sync connection, the user as a ``Holder`` (columns, no ORM
+    object), in ``holder``."""
     if authorization:
         secret = _token_secret(authorization)
-        found = await accounts.holder_of(session, "token", secret)
+        found = accounts.holder_of(conn, "token", secret)
         if found is None:
-            raise ApiError(401, "bad_token", "this API token is unknown, revoked, or "
-                           "belongs to a disabled account")
+            raise _bad_token()
         holder, last_used, member_of = found
         return Identity(None, member_of, "token", ("token", digest(secret)),
                         last_used=last_used, holder=holder)
-    if cookie and (found := await accounts.holder_of(session, "session", cookie)) is not None:
+    if cookie and (found := accounts.holder_of(conn, "session", cookie)) is not None:
         holder, expires_at, member_of = found
         return Identity(None, member_of, "session", ("session", digest(cookie)),
                         expires_at=as_utc(expires_at), holder=holder)
@@ -142,9 +144,13 @@ def same_origin(origin: str | None, host: str) -> bool:
     Cookies ride along on cross-site requests, so whatever a cookie authorizes checks
     this: a state-changing request or a socket from another site is a forgery.
     """
+    return _same_origin(origin, host, state().settings.base_url)
+
+
+def _same_origin(origin: str | None, host: str, base_url: str) -> bool:
     if origin is None:
         return True
-    own, theirs = urlsplit(state().settings.base_url), urlsplit(origin)
+    own, theirs = urlsplit(base_url), urlsplit(origin)
     return (theirs.scheme, theirs.netloc) == (own.scheme, own.netloc) or theirs.netloc == host
 
 
@@ -165,25 +171,44 @@ async def caller() -> tuple[User | None, Principal]:
     return _admit(who, builtin)
 
 
-async def principal_in(session: AsyncSession) -> Principal:
-    """``principal`` inside a write transaction the handler opens anyway (a save): the
-    caller is read, and a token's use noted, in that transaction instead of in two of
-    their own, and as columns, not ORM objects (bench/writes.py; the caller's read
-    transaction and ORM load cost about a fifth of a save)."""
-    if "fc_principal" in g:
-        _refuse_ended_session()
-        return g.fc_principal
-    who = await identify(session, request.headers.get("Authorization", ""),
-                         request.cookies.get(SESSION_COOKIE), lean=True)
-    builtin = await state().builtin_groups(session)
-    if _touch_due(who):
-        assert who.credential is not None
-        await accounts.touch_token(session, who.credential[1])
-    # No ORM user was loaded: a later ``caller`` in this request reads its own.
-    principal = _check(who, principal_from(who.holder, who.member_of, builtin))
-    g.fc_session_ended = _session_ended(who)
-    _refuse_ended_session()
-    return principal
+@dataclass(frozen=True)
+class Writer:
+    """Who sends a write, as far as the request tells, taken on the event loop: the
+    write's own transaction identifies them (``principal``), on SQLite on the writer
+    thread, where there is no request context."""
+
+    authorization: str
+    cookie: str | None
+    origin: str | None
+    host: str
+    base_url: str
+    builtin: dict[str, int]
+
+    def principal(self, conn: Connection) -> Principal:
+        """The caller, read and a token's use noted in the write's transaction instead
+        of in two of their own, as columns, not ORM objects (bench/writes.py: the
+        caller's read transaction and ORM load cost about a fifth of a save). No ORM
+        user is loaded: a later ``caller`` in the request reads its own."""
+        who = _identify_lean(conn, self.authorization, self.cookie)
+        if who.via == "session" and not _same_origin(self.origin, self.host, self.base_url):
+            raise _cross_origin(self.origin)
+        if who.via == "anonymous" and self.cookie:
+            raise _ended()
+        if _touch_due(who):
+            assert who.credential is not None
+            accounts.touch_token_on(conn, who.credential[1])
+        return principal_from(who.holder, who.member_of, self.builtin)
+
+
+async def writer() -> Writer:
+    """The sender of this request, a write (see ``Writer``)."""
+    builtin = state()._builtin
+    if builtin is None:  # once a process
+        async with db().read() as session:
+            builtin = await state().builtin_groups(session)
+    return Writer(request.headers.get("Authorization", ""),
+                  request.cookies.get(SESSION_COOKIE), request.headers.get("Origin"),
+                  request.headers.get("Host", ""), state().settings.base_url, builtin)
 
 
 async def _identify_request(session: AsyncSession) -> Identity:
@@ -215,9 +240,13 @@ def _check(who: Identity, principal: Principal) -> Principal:
         origin = request.headers.get("Origin")
         # Our JSON-only bodies stop plain forms; this stops the rest.
         if not same_origin(origin, request.headers.get("Host", "")):
-            raise ApiError(403, "cross_origin",
-                           f"requests from {origin} may not use this instance's login cookie")
+            raise _cross_origin(origin)
     return principal
+
+
+def _cross_origin(origin: str | None) -> ApiError:
+    return ApiError(403, "cross_origin",
+                    f"requests from {origin} may not use this instance's login cookie")
 
 
 def _refuse_ended_session() -> None:
@@ -227,8 +256,12 @@ def _refuse_ended_session() -> None:
     (a logged-out browser simply browses), and a caller with no cookie hears nothing new.
     """
     if g.get("fc_session_ended") and request.method not in SAFE_METHODS:
-        raise ApiError(401, "session_ended", "your session ended (logged out, expired, or "
-                       "the password changed); log in again")
+        raise _ended()
+
+
+def _ended() -> ApiError:
+    return ApiError(401, "session_ended", "your session ended (logged out, expired, or the "
+                    "password changed); log in again")
 
 
 async def principal() -> Principal:

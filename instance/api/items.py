@@ -14,12 +14,13 @@ from hub.changes import Change, ChangeKind
 from instance import changelog, finding, items, trackers
 from instance.accounts import iso
 from instance.api import schemas
+from instance.changelog import LogConnection
 from instance.errors import ApiError, not_found
 from instance.federation.exports import topic_of
 from instance.openapi import accepts, responds, with_headers, with_query
 from instance.remote.links import remote_state
 from instance.rights import Principal
-from instance.web import change_log, db, principal, principal_in, require_admin, state
+from instance.web import change_log, db, principal, require_admin, state, writer
 
 bp = Blueprint("items", __name__, url_prefix="/api")
 
@@ -144,12 +145,14 @@ async def get_field(item_id: int, name: str) -> ResponseReturnValue:
 async def save_field(item_id: int, name: str, data: schemas.NewValue) -> ResponseReturnValue:
     """Save one field of an item (If-Match: the version you edited)."""
     if_match = parse_if_match(request.headers.get("If-Match"))
-    async with change_log().write() as session:
+    sender, value = await writer(), data["value"]
+
+    def save(log: LogConnection) -> items.SaveResult:
         # Who is asking is read in the save's own transaction: one transaction a save.
-        who = await principal_in(session)
-        result = await items.save_field(
-            session, item_id, name, data["value"], who, if_match=if_match
-        )
+        who = sender.principal(log.conn)
+        return items.save_field(log, item_id, name, value, who, if_match=if_match)
+
+    result = await change_log().unit(save)
     change = result.change
     return {
         "item": item_id,

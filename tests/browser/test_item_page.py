@@ -11,7 +11,7 @@ from playwright.async_api import Browser, Page, expect
 
 from instance import items as items_service
 from instance import trackers as trackers_service
-from instance.changelog import ChangeLog
+from instance.changelog import ChangeLog, LogConnection
 from instance.config import load_settings
 from instance.db import Database
 from instance.rights import Principal
@@ -125,9 +125,12 @@ async def change_offline(site: Site, **values: str) -> None:
     db = Database(settings.effective_database_url)
     async with ChangeLog(db).write() as session:
         admin = Principal(1, "admin", True, frozenset())
-        for name, value in values.items():
-            await items_service.save_field(session, site.item, name, value, admin,
-                                           if_match=None)
+
+        def save(log: LogConnection) -> None:
+            for name, value in values.items():
+                items_service.save_field(log, site.item, name, value, admin, if_match=None)
+
+        await session.sync(save)
     await db.dispose()
 
 

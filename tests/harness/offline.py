@@ -25,7 +25,8 @@ async def main(url: str, item: int, field_name: str, value: object) -> None:
             admin = (await session.execute(select(User).where(User.username == "admin"))
                      ).scalar_one()
             who = await principal_for(session, admin)
-            await items.save_field(session, item, field_name, value, who, if_match=None)
+            await session.sync(lambda log: items.save_field(log, item, field_name, value, who,
+                                                            if_match=None))
     finally:
         await db.dispose()
 

@@ -241,8 +241,8 @@ async def test_change_from_another_process_is_seen(env: Env, settings: Settings)
         async with ChangeLog(other).write() as session:
             who = await principal_for(session, None)
             who = who.__class__(None, "cli", True, who.group_ids)
-            await items_service.save_field(session, item, "title", "from cli", who,
-                                           if_match=None)
+            await session.sync(lambda log: items_service.save_field(
+                log, item, "title", "from cli", who, if_match=None))
         await other.dispose()
         got = await sb.updates(1, wait_s=3)
         assert got[0]["value"] == "from cli"

@@ -4,12 +4,15 @@ where the log meets a slow broker or a protocol error. SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from quart import Quart
+from sqlalchemy import select
 
 from hub.changes import Appended, ChangeKind
 from hub.hub import HubConfig
@@ -230,6 +233,114 @@ async def test_a_writer_cancelled_in_the_queue_does_not_strand_the_shared_commit
     waiter.cancel()
     event = await asyncio.wait_for(holder, 10)
     assert [c.event for c in await log.read(event - 1, 10)] == [event]
+
+
+def _appender(fail: str | None = None) -> Callable[[changelog.LogConnection], int]:
+    """A unit's work: append a rights row, then raise if told to (before or after)."""
+    def work(log: changelog.LogConnection) -> int:
+        if fail == "before":
+            raise ValueError("refused before appending")
+        event = log.append(ChangeKind.RIGHTS, at=now())
+        if fail == "after":
+            raise ValueError("refused after appending")
+        return event
+    return work
+
+
+async def _queued_behind_a_writer(log: changelog.ChangeLog,
+                                  works: Sequence[Callable[[changelog.LogConnection], Any]]
+                                  ) -> list[Any]:
+    """``works`` as units queued while another write holds the turn, so that with
+    group commit they share one transaction; each one's result or error."""
+    async with log.write():
+        tasks = [asyncio.create_task(log.unit(w)) for w in works]
+        await asyncio.sleep(0.2)
+    return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+
+async def test_units_that_share_a_transaction_fail_alone(env: Env) -> None:
+    log = env.state.change_log
+    heard: list[list[Appended]] = []
+    undo = log.on_commit(lambda appended: heard.append(list(appended)))
+    threads: list[str] = []
+
+    def noting(work: Callable[[changelog.LogConnection], int]
+               ) -> Callable[[changelog.LogConnection], int]:
+        def run(conn: changelog.LogConnection) -> int:
+            threads.append(threading.current_thread().name)
+            return work(conn)
+        return run
+
+    head = await log.head()
+    try:
+        got = await _queued_behind_a_writer(log, [
+            noting(_appender()), noting(_appender("after")), noting(_appender()),
+            noting(_appender("before")), noting(_appender())])
+    finally:
+        undo()
+    assert [type(g) for g in got] == [int, ValueError, int, ValueError, int]
+    # The failed ones left nothing, not even an event id: the others' are gap-free.
+    assert sorted(got[0::2]) == [head + 1, head + 2, head + 3]
+    assert [c.event for c in await log.read(head, 10)] == [head + 1, head + 2, head + 3]
+    assert sorted(e for batch in heard for e, _ in batch) == [head + 1, head + 2, head + 3]
+    if log.group_commit:
+        # One transaction, in queue order, one commit, told once.
+        assert got[0::2] == [head + 1, head + 2, head + 3]
+        assert len(heard) == 1, heard
+    if env.state.db.is_sqlite:
+        # The whole transaction on the writer thread: one hop, not one a statement.
+        assert set(threads) == {threads[0]} and threads[0].startswith("fieldcast-writer")
+
+
+async def test_a_failed_commit_fails_every_unit_of_it(env: Env) -> None:
+    log = env.state.change_log
+    heard: list[Sequence[Appended]] = []
+    undo = log.on_commit(heard.append)
+
+    def breaks_the_commit(log: changelog.LogConnection) -> None:
+        # A foreign key checked only at COMMIT: the statement passes, the COMMIT fails.
+        if log.conn.dialect.name == "sqlite":
+            log.conn.exec_driver_sql("PRAGMA defer_foreign_keys=ON")
+        else:
+            log.conn.exec_driver_sql("SET CONSTRAINTS ALL DEFERRED")
+        log.conn.exec_driver_sql(
+            "INSERT INTO field_values (item_id, field_id, value, version, updated_at) "
+            "VALUES (987654, 987654, NULL, 0, '2026-01-01 00:00:00')")
+
+    head = await log.head()
+    try:
+        if log.group_commit:
+            got = await _queued_behind_a_writer(
+                log, [_appender(), breaks_the_commit, _appender()])
+            assert all(isinstance(g, Exception) for g in got), got
+        else:
+            with pytest.raises(Exception, match=r"(?i)foreign key"):
+                await log.unit(breaks_the_commit)
+        assert await log.unit(_appender()) == head + 1  # nothing of it was kept
+    finally:
+        undo()
+    assert [e for batch in heard for e, _ in batch] == [head + 1]
+
+
+async def test_a_unit_whose_caller_stops_waiting_still_commits(env: Env) -> None:
+    log = env.state.change_log
+    head = await log.head()
+    async with log.write() as session:
+        # The counter row locked: on PostgreSQL too the units wait, inside their work.
+        await session.execute(select(changelog._counter.c.value).with_for_update())
+        gone = asyncio.create_task(log.unit(_appender()))
+        stays = asyncio.create_task(log.unit(_appender()))
+        await asyncio.sleep(0.1)
+        gone.cancel()
+    assert await stays in (head + 1, head + 2)
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    # Queued is run (as a request whose body has arrived runs to its end).
+    for _ in range(50):
+        if await log.head() == head + 2:
+            break
+        await asyncio.sleep(0.05)
+    assert [c.event for c in await log.read(head, 10)] == [head + 1, head + 2]
 
 
 class StuckBroker:
