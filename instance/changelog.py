@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
 from functools import partial
+from itertools import islice
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
@@ -45,28 +47,60 @@ Listener = Callable[[Sequence[Appended]], None]
 T = TypeVar("T")
 
 
+# ---- appending ---------------------------------------------------------------------------
+
+# Typed as tables (a model's __table__ is only a FromClause to the type checker).
+_counter = Base.metadata.tables[EventCounter.__tablename__]
+_log = Base.metadata.tables[ChangeLogRow.__tablename__]
+_users = Base.metadata.tables[User.__tablename__]
+_meta = Base.metadata.tables[Meta.__tablename__]
+_trackers = Base.metadata.tables[Tracker.__tablename__]
+_USERNAME = select(_users.c.username).where(_users.c.id == bindparam("id"))
+_LOOK_UP = object()
+_NEXT_EVENT = (update(_counter).where(_counter.c.id == 1)
+               .values(value=_counter.c.value + 1).returning(_counter.c.value))
+_INSERT_EVENT = insert(_log)
+
+
 class LogConnection:
     """A write transaction's sync connection, which may append to the change log.
 
-    ``appended`` lists what it appended, in order; after the commit ``ChangeLog`` tells
-    the listeners.
+    ``appended`` lists what it appended, in order, as the rows the log now holds; after
+    the commit ``ChangeLog`` tells the listeners.
     """
 
-    def __init__(self, conn: Connection, appended: list[Appended]) -> None:
+    def __init__(self, conn: Connection, appended: list[Change]) -> None:
         self.conn = conn
         self.appended = appended
 
     def append(self, kind: ChangeKind, *, at: datetime, **row: Any) -> int:
-        """Append one row in this transaction; return its event id.
+        """Append one row in this transaction; return its event id (see ``record``)."""
+        return self.record(kind, at=at, **row).event
+
+    def record(self, kind: ChangeKind, *, at: datetime, by: Any = _LOOK_UP,
+               **row: Any) -> Change:
+        """Append one row in this transaction; return it as readers will read it.
 
         Call it last in the transaction: the counter row's lock, taken here, serializes
-        commits in id order, and is held only from here to the commit.
+        commits in id order, and is held only from here to the commit. ``by``: the
+        username of ``actor_id``, when the caller knows it (a save does).
         """
         event_id = self.conn.execute(_NEXT_EVENT).scalar()
         assert event_id is not None, "the initial migration writes the counter row"
         self.conn.execute(_INSERT_EVENT, {"id": event_id, "kind": kind.value, "at": at, **row})
-        self.appended.append((int(event_id), row.get("item_id")))
-        return int(event_id)
+        if by is _LOOK_UP:
+            actor = row.get("actor_id")
+            by = None if actor is None else self.conn.execute(_USERNAME, {"id": actor}).scalar()
+        assert by is None or isinstance(by, str)
+        change = Change(
+            event=int(event_id), kind=kind, at=as_utc(at), item=row.get("item_id"),
+            tracker=row.get("tracker_id"), field=row.get("field_name"),
+            field_id=row.get("field_id"), value=row.get("new_value"),
+            version=row.get("new_version"), old_value=row.get("old_value"),
+            old_version=row.get("old_version"), item_version=row.get("item_version"),
+            by=by, source=row.get("source", "user"), subject=row.get("subject_id"))
+        self.appended.append(change)
+        return change
 
 
 class LogSession(AsyncSession):
@@ -78,7 +112,7 @@ class LogSession(AsyncSession):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.appended: list[Appended] = []
+        self.appended: list[Change] = []
 
     async def sync(self, work: Callable[[LogConnection], T]) -> T:
         """Run ``work`` (sync statements, as ``ChangeLog.unit`` runs them) in this
@@ -86,28 +120,21 @@ class LogSession(AsyncSession):
         return await self.run_sync(_lend, work, self.appended)
 
 
-def _lend(session: Session, work: Callable[[LogConnection], T], appended: list[Appended]
+def _lend(session: Session, work: Callable[[LogConnection], T], appended: list[Change]
           ) -> T:
     session.flush()
     return work(LogConnection(session.connection(), appended))
 
 
-# ---- appending ---------------------------------------------------------------------------
-
-# Typed as tables (a model's __table__ is only a FromClause to the type checker).
-_counter = Base.metadata.tables[EventCounter.__tablename__]
-_log = Base.metadata.tables[ChangeLogRow.__tablename__]
-_users = Base.metadata.tables[User.__tablename__]
-_meta = Base.metadata.tables[Meta.__tablename__]
-_trackers = Base.metadata.tables[Tracker.__tablename__]
-_NEXT_EVENT = (update(_counter).where(_counter.c.id == 1)
-               .values(value=_counter.c.value + 1).returning(_counter.c.value))
-_INSERT_EVENT = insert(_log)
-
-
 async def append(session: LogSession, kind: ChangeKind, *, at: datetime, **row: Any) -> int:
     """``LogConnection.append`` in an ORM write transaction."""
-    return await session.sync(partial(LogConnection.append, kind=kind, at=at, **row))
+    return (await record(session, kind, at=at, **row)).event
+
+
+async def record(session: LogSession, kind: ChangeKind, *, at: datetime, **row: Any
+                 ) -> Change:
+    """``LogConnection.record`` in an ORM write transaction."""
+    return await session.sync(partial(LogConnection.record, kind=kind, at=at, **row))
 
 
 async def rights_changed(session: LogSession, at: datetime, *, actor_id: int | None = None,
@@ -334,7 +361,7 @@ async def visible(
 # ---- the owner -----------------------------------------------------------------------------
 
 
-def _run_units(batch: Sequence[_Unit], appended: list[Appended], conn: Connection
+def _run_units(batch: Sequence[_Unit], appended: list[Change], conn: Connection
                ) -> list[tuple[bool, Any]]:
     """The units' work in one transaction (on the writer thread): (ok, result or error)
     each. A lone unit needs no SAVEPOINT: its error rolls back the transaction."""
@@ -408,6 +435,10 @@ class ChangeLog:
     #: Writes per shared transaction at most, so a queue of writers never holds the
     #: write lock from others (direct ``Database.write`` users) for long.
     MAX_BATCH = 64
+    #: Committed rows kept to answer ``read`` with (SQLite): the readers that follow the
+    #: log after each commit (the live hub, the federation projector) are this far
+    #: behind at most, unless they fell behind, and then they read the database.
+    TAIL = 2048
 
     def __init__(self, db: Database, *, group_commit: bool = False) -> None:
         self.db = db
@@ -419,16 +450,20 @@ class ChangeLog:
         self._flushes: set[asyncio.Task[None]] = set()
         self._units: list[_Unit] = []
         self._draining: asyncio.Task[None] | None = None
+        # The newest rows this process committed, gap-free (see ``read``).
+        self._tail: deque[Change] = deque(maxlen=self.TAIL)
 
     def on_commit(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` after every commit that appended; returns the undo."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
-    def _tell(self, appended: Sequence[Appended]) -> None:
+    def _tell(self, appended: Sequence[Change]) -> None:
+        self._remember(appended)
+        events = [(c.event, c.item) for c in appended]
         for listener in list(self._listeners):
             try:
-                listener(appended)
+                listener(events)
             except Exception:  # the change is committed: readers poll and catch up
                 log.exception("a change-log listener failed")
 
@@ -455,7 +490,7 @@ class ChangeLog:
         return done
 
     async def _alone(self, work: Callable[[LogConnection], T]) -> T:
-        appended: list[Appended] = []
+        appended: list[Change] = []
         result = await self.db.write_sync(lambda conn: work(LogConnection(conn, appended)))
         if appended:
             self._tell(appended)
@@ -466,7 +501,7 @@ class ChangeLog:
             while self._units:
                 batch = self._units[:self.MAX_BATCH]
                 del self._units[:self.MAX_BATCH]
-                appended: list[Appended] = []
+                appended: list[Change] = []
                 try:
                     outcomes = await self.db.write_sync(partial(_run_units, batch, appended))
                 except BaseException as exc:
@@ -579,7 +614,28 @@ class ChangeLog:
         async with self.db.read() as session:
             return await epoch(session)
 
+    def _remember(self, committed: Sequence[Change]) -> None:
+        if not self.db.is_sqlite or not committed:
+            return
+        if self._tail and committed[0].event != self._tail[-1].event + 1:
+            self._tail.clear()  # another process committed in between: a new run
+        self._tail.extend(committed)
+
     async def read(self, after: int, limit: int) -> list[Change]:
+        """Rows with id > after, in id order, at most ``limit``.
+
+        On SQLite, from the rows this process committed when they hold row after + 1:
+        ids are gap-free, so a run of them without a gap is what the table holds for
+        those ids (the rows are immutable). Rows past the run, another process's (the
+        CLI's), are read from the database by the next read after the run, as the
+        readers' polls do. Not on PostgreSQL, where other workers commit all the time and
+        a broker wakes the readers for their rows: a read that stopped at this
+        process's run would leave those rows to the next poll.
+        """
+        tail = self._tail
+        if tail and tail[0].event <= after + 1 <= tail[-1].event:
+            start = after + 1 - tail[0].event
+            return list(islice(tail, start, start + limit))
         async with self.db.read() as session:
             return await read(session, after, limit)
 

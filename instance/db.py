@@ -57,22 +57,23 @@ def _setup_sqlite(engine: AsyncEngine | Engine) -> None:
         conn.exec_driver_sql(conn.get_execution_options().get("fieldcast_begin", "BEGIN"))
 
 
-class _Writer:
-    """SQLite: a thread with a connection of its own that runs whole write transactions.
+class _ConnectionThread:
+    """SQLite: a thread with a connection of its own that runs whole transactions.
 
     Through aiosqlite every statement is two thread hops and a wake-up of the event
     loop, several per statement with its cursor; a save's seven statements cost about
-    60 of them (bench/writes.py). Here a transaction of sync statements (``write_sync``)
-    is one hop, however many statements and saves it holds.
+    60 of them (bench/writes.py). Here a transaction of sync statements (``write_sync``,
+    ``read_sync``) is one hop, however many statements and saves it holds.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, name: str, begin: str) -> None:
         # The same file through the stdlib driver; StaticPool: one connection, kept.
         self.engine = create_engine(
             make_url(url).set(drivername="sqlite"), poolclass=StaticPool,
             connect_args={"timeout": 30, "check_same_thread": False})
         _setup_sqlite(self.engine)
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="fieldcast-writer")
+        self._begin = begin
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"fieldcast-{name}")
         self._conn: Connection | None = None
         self._used = False
 
@@ -82,8 +83,7 @@ class _Writer:
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self.engine.connect().execution_options(
-                fieldcast_begin="BEGIN IMMEDIATE")
+            self._conn = self.engine.connect().execution_options(fieldcast_begin=self._begin)
         try:
             with self._conn.begin():
                 return work(self._conn)
@@ -120,9 +120,10 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         database = make_url(url).database if self.is_sqlite else None
-        # An in-memory database is one per connection: the writer's would be another.
-        self._writer = (_Writer(url) if database and database != ":memory:"
-                        and "mode=memory" not in url else None)
+        # An in-memory database is one per connection: the threads' would be others.
+        own_file = bool(database) and database != ":memory:" and "mode=memory" not in url
+        self._writer = _ConnectionThread(url, "writer", "BEGIN IMMEDIATE") if own_file else None
+        self._reader = _ConnectionThread(url, "reader", "BEGIN") if own_file else None
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -182,6 +183,15 @@ class Database:
                 await asyncio.wait([done])
                 raise
 
+    async def read_sync(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work``, sync code on a sync ``Connection``, in a read transaction: on
+        SQLite on the reader thread, in one hop (a reader that runs after every commit,
+        as the federation projector's, would pay about ten through aiosqlite)."""
+        if self._reader is None:
+            async with self.engine.connect() as conn, conn.begin():
+                return await conn.run_sync(work)
+        return await asyncio.wrap_future(self._reader.submit(work))
+
     def claimable(self, query: Q, *, of: Any = None) -> Q:
         """``query`` as a claim of queue rows: on PostgreSQL several processes share a
         queue, so each locks the rows it takes and skips those another has locked.
@@ -191,8 +201,9 @@ class Database:
         return query.with_for_update(skip_locked=True, of=of)
 
     async def dispose(self) -> None:
-        if self._writer is not None:
-            await asyncio.to_thread(self._writer.close)
+        for thread in (self._writer, self._reader):
+            if thread is not None:
+                await asyncio.to_thread(thread.close)
         await self.engine.dispose()
 
 

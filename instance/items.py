@@ -281,17 +281,11 @@ def _apply(
                                   "b_version": old.version + 1, "b_at": at,
                                   "b_by": who.user_id})
     item_version, seen_version = _bump_item(log.conn, item_id, who if seen else None)
-    event_id = log.append(
-        ChangeKind.VALUE, at=at, item_id=item_id, tracker_id=tracker_id,
+    return log.record(
+        ChangeKind.VALUE, at=at, by=who.username, item_id=item_id, tracker_id=tracker_id,
         field_id=f.id, field_name=f.name, old_version=old.version,
         new_version=old.version + 1, item_version=item_version, old_value=old.value,
         new_value=value, actor_id=who.user_id, source=source,
-    )
-    return Change(
-        event=event_id, kind=ChangeKind.VALUE, at=at, item=item_id, tracker=tracker_id,
-        field=f.name, field_id=f.id, value=value, version=old.version + 1,
-        old_value=old.value, old_version=old.version, item_version=item_version,
-        by=who.username, source=source,
     ), seen_version
 
 
@@ -387,11 +381,9 @@ async def create_item(
     session.add(item)
     await session.flush()
     # Before the values: a reader of the log learns of the item, then of what it holds.
-    created = await changelog.append(session, ChangeKind.CREATED, at=at, item_id=item.id,
-                                     tracker_id=tracker.id, item_version=0,
-                                     actor_id=who.user_id)
-    changes = [Change(event=created, kind=ChangeKind.CREATED, at=at, item=item.id,
-                      tracker=tracker.id, item_version=0, by=who.username)]
+    changes = [await changelog.record(session, ChangeKind.CREATED, at=at, by=who.username,
+                                      item_id=item.id, tracker_id=tracker.id,
+                                      item_version=0, actor_id=who.user_id)]
     if checked:
         await session.execute(insert(FieldValue), [
             {"item_id": item.id, "field_id": f.id, "value": None, "version": 0,

@@ -20,11 +20,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 from sqlalchemy import and_, bindparam, exists, or_, select, tuple_, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from hub.changes import Change
 from hub.delivery import Claimed
@@ -41,7 +43,7 @@ from instance.models import (
     FederationSubscription,
     Item,
 )
-from instance.rights import load_fields
+from instance.rights import fields_on
 from protocol.states import (
     DeliveryEvent,
     DeliveryState,
@@ -69,29 +71,45 @@ _SUCCEEDED = (update(_subscriptions).where(_subscriptions.c.id == bindparam("sid
               .values(last_success_at=bindparam("now")))
 
 
-async def _trackers_of(session: AsyncSession, items: dict[int, int | None]
-                       ) -> dict[int, int | None]:
+class _Subscription(Protocol):
+    """What ``_visible`` reads of a subscription: an ORM object or a row of its columns."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def item_id(self) -> int | None: ...
+    @property
+    def tracker_id(self) -> int | None: ...
+    @property
+    def subscriber_origin(self) -> str | None: ...
+
+
+def _trackers_of(db: Session | Connection, items: dict[int, int | None]
+                 ) -> dict[int, int | None]:
     """{item: tracker} with the unknown trackers looked up (a deleted item's stays None)."""
     out = dict(items)
     unknown = [i for i, t in out.items() if t is None]
     if unknown:
-        for item_id, tracker_id in (await session.execute(
-                select(Item.id, Item.tracker_id).where(Item.id.in_(unknown)))).all():
+        for item_id, tracker_id in db.execute(
+                select(Item.id, Item.tracker_id).where(Item.id.in_(unknown))).all():
             out[item_id] = tracker_id
     return out
 
 
-async def _visible(session: AsyncSession, subs: Sequence[FederationSubscription],
-                   trackers: dict[int, int | None]) -> list[Audience]:
+def _visible(db: Session | Connection, subs: Sequence[_Subscription],
+             trackers: dict[int, int | None]) -> list[Audience]:
     """What each subscription may see now (the export rules of exports.py): of its item,
     the fields exported to its subscriber; of a tracker's feed, the public fields."""
     if not subs:
         # The usual case after a save: nobody subscribed to the item or its tracker, and
         # the projector asks after every commit (the field rights would be 2 queries).
         return []
-    trackers = await _trackers_of(session, trackers)
+    trackers = _trackers_of(db, trackers)
     feeds = {s.tracker_id for s in subs if s.tracker_id is not None}
-    fields = await load_fields(session, {t for t in trackers.values() if t is not None} | feeds)
+    conn = db.connection() if isinstance(db, Session) else db
+    fields = fields_on(conn, {t for t in trackers.values() if t is not None} | feeds)
     out = []
     for s in subs:
         if s.tracker_id is not None:
@@ -104,6 +122,26 @@ async def _visible(session: AsyncSession, subs: Sequence[FederationSubscription]
         names = frozenset(f.name for f in exported_to(defs, s.subscriber_origin))
         out.append(Audience(s.id, s.topic, s.item_id, names, tracker))
     return out
+
+
+# Columns, not ORM objects: the projector asks after every commit.
+_AUDIENCE = (
+    select(_subscriptions.c.id, _subscriptions.c.topic, _subscriptions.c.item_id,
+           _subscriptions.c.tracker_id, _subscriptions.c.subscriber_origin)
+    .where(or_(_subscriptions.c.item_id.in_(bindparam("items", expanding=True)),
+               _subscriptions.c.tracker_id.in_(bindparam("feeds", expanding=True))),
+           _subscriptions.c.state == SubscriptionState.ACTIVE.value,
+           _subscriptions.c.lease_expires_at > bindparam("now"))
+    .order_by(_subscriptions.c.id)
+)
+
+
+def _audience(items: dict[int, int | None], now: datetime, conn: Connection
+              ) -> list[Audience]:
+    trackers = _trackers_of(conn, items)
+    feeds = sorted({t for t in trackers.values() if t is not None})
+    subs = conn.execute(_AUDIENCE, {"items": list(items), "feeds": feeds, "now": now}).all()
+    return _visible(conn, subs, trackers)
 
 
 def _active(now: datetime) -> Any:
@@ -133,15 +171,8 @@ class SqlProjectorStore:
         return await self.log.read(after, limit)
 
     async def audience(self, items: dict[int, int | None]) -> list[Audience]:
-        now = datetime.now(UTC)
-        async with self.db.read() as session:
-            trackers = await _trackers_of(session, items)
-            feeds = {t for t in trackers.values() if t is not None}
-            subs = list((await session.execute(
-                select(_S).where(or_(_S.item_id.in_(list(items)), _S.tracker_id.in_(feeds)),
-                                 _active(now)).order_by(_S.id)
-            )).scalars())
-            return await _visible(session, subs, trackers)
+        # After every commit: one hop on SQLite (Database.read_sync).
+        return await self.db.read_sync(partial(_audience, items, datetime.now(UTC)))
 
     async def tracker_audience(self, tracker: int | None) -> list[Audience]:
         now = datetime.now(UTC)
@@ -156,7 +187,7 @@ class SqlProjectorStore:
             feed_subs = list((await session.execute(feeds.order_by(_S.id))).scalars())
             items: dict[int, int | None] = {
                 r[0].item_id: r[1] for r in rows if r[0].item_id is not None}
-            return await _visible(session, [r[0] for r in rows] + feed_subs, items)
+            return await session.run_sync(_visible, [r[0] for r in rows] + feed_subs, items)
 
     async def commit(self, owed: Sequence[Owed], endings: Sequence[Ending], before: int,
                      after: int, now: datetime) -> bool:
@@ -297,7 +328,7 @@ class SqlDeliveryStore:
             subs = {s.id: s for s in (await session.execute(
                 select(_S).where(_S.id.in_([r.subscription_id for r in chosen.values()]))
             )).scalars()}
-            visible = await _visible(session, list(subs.values()), {
+            visible = await session.run_sync(_visible, list(subs.values()), {
                 s.item_id: None for s in subs.values() if s.item_id is not None})
             names = {a.subscription_id: a.visible for a in visible}
             claimed = []

@@ -343,6 +343,50 @@ async def test_a_unit_whose_caller_stops_waiting_still_commits(env: Env) -> None
     assert [c.event for c in await log.read(head, 10)] == [head + 1, head + 2]
 
 
+async def test_reads_after_a_commit_answer_as_the_table_does(env: Env) -> None:
+    """The readers after each commit (live hub, federation) are answered from the rows
+    this process committed, on SQLite: exactly the rows a read of the table gives,
+    and another process's rows from the table."""
+    log = env.state.change_log
+    head = await log.head()
+    item = await setup(env)
+    admin = await env.client("admin")
+    await env.user("ann")
+    for value in ("a", "b", None):
+        r = await admin.patch(f"/api/items/{item}/fields/status", json={"value": value})
+        assert r.status_code == 200
+    assert (await admin.post("/api/groups", json={"name": "devs"})).status_code == 201
+    r = await admin.put("/api/groups/devs/members/ann")
+    assert r.status_code in (200, 201, 204), await r.get_data()
+    assert (await admin.delete(f"/api/items/{item}")).status_code == 204
+
+    async def table(after: int) -> list[Any]:
+        async with env.state.db.read() as session:
+            return await changelog.read(session, after, 100)
+
+    kinds = {c.kind for c in await table(head)}
+    assert {ChangeKind.CREATED, ChangeKind.VALUE, ChangeKind.RIGHTS,
+            ChangeKind.ITEM_DELETED} <= kinds
+    for after in range(head, await log.head() + 1):
+        assert await log.read(after, 100) == await table(after)
+        assert await log.read(after, 2) == (await table(after))[:2]
+    if env.state.db.is_sqlite:
+        assert log._tail, "answered from the committed rows"
+
+    # Another process (a second Database on the same file stands for it) commits,
+    # then this one: its row is read from the table, in order, with nothing skipped.
+    other = Database(env.state.settings.effective_database_url)
+    try:
+        async with changelog.ChangeLog(other).write() as session:
+            theirs = await changelog.rights_changed(session, now())
+    finally:
+        await other.dispose()
+    mine = await log.unit(_appender())
+    assert mine == theirs + 1
+    assert [c.event for c in await log.read(theirs - 1, 10)] == [theirs, mine]
+    assert await log.read(theirs - 1, 10) == await table(theirs - 1)
+
+
 class StuckBroker:
     """A broker whose publish never returns, as a Redis that stopped answering."""
 
