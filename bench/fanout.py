@@ -444,7 +444,8 @@ async def profiled(pid: int, seconds: float, out: Path) -> Callable[[], Awaitabl
 async def setup_fieldcast(root: Path, frame_percent: int | None
                           ) -> tuple[RunningInstance, int, list[str], httpx.AsyncClient]:
     # live_deflate on, so that the client's offer decides, as it does for the baseline.
-    env = {"FIELDCAST_LIVE_DEFLATE": "true"}
+    # As served, not as tested: no check of every answer against its OpenAPI model.
+    env = {"FIELDCAST_LIVE_DEFLATE": "true", "FIELDCAST_TEST_STRICT_ANSWERS": "false"}
     if frame_percent is not None:
         env["FIELDCAST_LIVE_FRAME_PERCENT"] = str(frame_percent)
     inst = RunningInstance.create(root, "bench", extra_env=env)

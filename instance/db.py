@@ -73,12 +73,13 @@ class _ConnectionThread:
             connect_args={"timeout": 30, "check_same_thread": False})
         _setup_sqlite(self.engine)
         self._begin = begin
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"fieldcast-{name}")
+        self._name = f"fieldcast-{name}"
+        self._thread: ThreadPoolExecutor | None = None  # started on first use
         self._conn: Connection | None = None
-        self._used = False
 
     def submit(self, work: Callable[[Connection], T]) -> Future[T]:
-        self._used = True
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix=self._name)
         return self._thread.submit(self._transaction, work)
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
@@ -99,12 +100,16 @@ class _ConnectionThread:
     def _close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+            self._conn = None
         self.engine.dispose()
 
     def close(self) -> None:
-        if self._used:
-            self._thread.submit(self._close).result()
-        self._thread.shutdown()
+        """Close the connection and end the thread; a later ``submit`` starts anew, as
+        an engine serves again after ``dispose``."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.submit(self._close).result()
+            thread.shutdown()
 
 
 class Database:
