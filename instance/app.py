@@ -205,6 +205,7 @@ def create_app(settings: Settings, *, database: Database | None = None,
         await subscriber.stop()
         await federation.stop()
         await service.stop()
+        await change_log.settle()  # saves queued by the last requests have their answer
         await db.dispose()
 
     app.asgi_app = live.KeepAsgiSend(app.asgi_app)  # type: ignore[method-assign]

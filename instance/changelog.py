@@ -19,6 +19,7 @@ Everything that appends to the log or reads it goes through this module:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -85,13 +86,15 @@ class LogConnection:
         commits in id order, and is held only from here to the commit. ``by``: the
         username of ``actor_id``, when the caller knows it (a save does).
         """
+        actor = row.get("actor_id")
+        if actor is None:
+            by = None  # as the table's join says, whatever the caller called itself
+        elif by is _LOOK_UP:  # before the counter: its lock is held until the commit
+            by = self.conn.execute(_USERNAME, {"id": actor}).scalar()
+        assert by is None or isinstance(by, str)
         event_id = self.conn.execute(_NEXT_EVENT).scalar()
         assert event_id is not None, "the initial migration writes the counter row"
         self.conn.execute(_INSERT_EVENT, {"id": event_id, "kind": kind.value, "at": at, **row})
-        if by is _LOOK_UP:
-            actor = row.get("actor_id")
-            by = None if actor is None else self.conn.execute(_USERNAME, {"id": actor}).scalar()
-        assert by is None or isinstance(by, str)
         change = Change(
             event=int(event_id), kind=kind, at=as_utc(at), item=row.get("item_id"),
             tracker=row.get("tracker_id"), field=row.get("field_name"),
@@ -383,6 +386,19 @@ def _run_units(batch: Sequence[_Unit], appended: list[Change], conn: Connection
     return outcomes
 
 
+#: The largest value (in characters of its JSON) a row kept in ``ChangeLog``'s tail
+#: may hold, old or new: the tail holds at most TAIL x 2 x this.
+TAIL_VALUE_CHARS = 2048
+
+
+def _small(value: Any) -> bool:
+    if value is None or isinstance(value, bool | int | float):
+        return True
+    if isinstance(value, str):
+        return len(value) <= TAIL_VALUE_CHARS
+    return len(json.dumps(value)) <= TAIL_VALUE_CHARS
+
+
 def _settle(done: asyncio.Future[Any], value: Any, *, ok: bool = False) -> None:
     if done.done():
         return
@@ -438,7 +454,7 @@ class ChangeLog:
     #: Committed rows kept to answer ``read`` with (SQLite): the readers that follow the
     #: log after each commit (the live hub, the federation projector) are this far
     #: behind at most, unless they fell behind, and then they read the database.
-    TAIL = 2048
+    TAIL = 1024
 
     def __init__(self, db: Database, *, group_commit: bool = False) -> None:
         self.db = db
@@ -501,26 +517,36 @@ class ChangeLog:
             while self._units:
                 batch = self._units[:self.MAX_BATCH]
                 del self._units[:self.MAX_BATCH]
-                appended: list[Change] = []
-                try:
-                    outcomes = await self.db.write_sync(partial(_run_units, batch, appended))
-                except BaseException as exc:
-                    # The transaction did not commit: nothing of it was saved.
-                    for queued in batch:
-                        _settle(queued.done, exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                    continue
-                for queued, (ok, value) in zip(batch, outcomes, strict=True):
-                    _settle(queued.done, value, ok=ok)
-                if appended:
-                    self._tell(appended)
+                # Shielded: a batch on the writer thread has an outcome its units must
+                # hear, and its commit one the listeners must, even at shutdown.
+                await asyncio.shield(self._batch_of_units(batch))
         finally:
             self._draining = None
             if self._units:  # cancelled with units queued (shutdown): they hear so
                 for queued in self._units:
                     queued.done.cancel()
                 self._units.clear()
+
+    async def _batch_of_units(self, batch: list[_Unit]) -> None:
+        appended: list[Change] = []
+        try:
+            outcomes = await self.db.write_sync(partial(_run_units, batch, appended))
+        except BaseException as exc:
+            # The transaction did not commit: nothing of it was saved.
+            for queued in batch:
+                _settle(queued.done, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for queued, (ok, value) in zip(batch, outcomes, strict=True):
+            _settle(queued.done, value, ok=ok)
+        if appended:
+            self._tell(appended)
+
+    async def settle(self) -> None:
+        """Wait until every unit queued so far has its answer (before shutdown)."""
+        while self._draining is not None:
+            await asyncio.wait([self._draining])
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[LogSession]:
@@ -617,9 +643,16 @@ class ChangeLog:
     def _remember(self, committed: Sequence[Change]) -> None:
         if not self.db.is_sqlite or not committed:
             return
-        if self._tail and committed[0].event != self._tail[-1].event + 1:
-            self._tail.clear()  # another process committed in between: a new run
-        self._tail.extend(committed)
+        tail = self._tail
+        if tail and committed[0].event != tail[-1].event + 1:
+            tail.clear()  # another process committed in between: a new run
+        for change in committed:
+            if _small(change.value) and _small(change.old_value):
+                tail.append(change)
+            else:
+                # Not kept (TAIL rows of 200,000-character texts would be gigabytes):
+                # the run ends here, and a read that needs this row reads the table.
+                tail.clear()
 
     async def read(self, after: int, limit: int) -> list[Change]:
         """Rows with id > after, in id order, at most ``limit``.
@@ -633,7 +666,7 @@ class ChangeLog:
         process's run would leave those rows to the next poll.
         """
         tail = self._tail
-        if tail and tail[0].event <= after + 1 <= tail[-1].event:
+        if limit > 0 and tail and tail[0].event <= after + 1 <= tail[-1].event:
             start = after + 1 - tail[0].event
             return list(islice(tail, start, start + limit))
         async with self.db.read() as session:

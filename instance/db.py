@@ -67,49 +67,58 @@ class _ConnectionThread:
     """
 
     def __init__(self, url: str, name: str, begin: str) -> None:
-        # The same file through the stdlib driver; StaticPool: one connection, kept.
-        self.engine = create_engine(
-            make_url(url).set(drivername="sqlite"), poolclass=StaticPool,
-            connect_args={"timeout": 30, "check_same_thread": False})
-        _setup_sqlite(self.engine)
-        self._begin = begin
-        self._name = f"fieldcast-{name}"
-        self._thread: ThreadPoolExecutor | None = None  # started on first use
-        self._conn: Connection | None = None
+        self.url = make_url(url).set(drivername="sqlite")  # the same file, stdlib driver
+        self.begin = begin
+        self.name = f"fieldcast-{name}"
+        self._running: _Running | None = None  # started on first use
 
     def submit(self, work: Callable[[Connection], T]) -> Future[T]:
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix=self._name)
-        return self._thread.submit(self._transaction, work)
+        if self._running is None:
+            self._running = _Running(self)
+        return self._running.thread.submit(self._running.transaction, work)
 
-    def _transaction(self, work: Callable[[Connection], T]) -> T:
-        if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self.engine.connect().execution_options(fieldcast_begin=self._begin)
+    async def close(self) -> None:
+        """Close the connection and end the thread once what was submitted has run; a
+        later ``submit`` starts anew (with a connection of its own), as an engine serves
+        again after ``dispose``."""
+        running, self._running = self._running, None
+        if running is not None:
+            await asyncio.wrap_future(running.thread.submit(running.close))
+            running.thread.shutdown(wait=False)
+
+
+class _Running:
+    """One thread of a ``_ConnectionThread`` and the connection only it uses."""
+
+    def __init__(self, owner: _ConnectionThread) -> None:
+        # StaticPool: one connection, kept.
+        self.engine = create_engine(owner.url, poolclass=StaticPool,
+                                    connect_args={"timeout": 30, "check_same_thread": False})
+        _setup_sqlite(self.engine)
+        self.begin = owner.begin
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix=owner.name)
+        self.conn: Connection | None = None
+
+    def transaction(self, work: Callable[[Connection], T]) -> T:
+        if self.conn is None or self.conn.closed or self.conn.invalidated:
+            self.conn = self.engine.connect().execution_options(fieldcast_begin=self.begin)
         try:
-            with self._conn.begin():
-                return work(self._conn)
+            with self.conn.begin():
+                return work(self.conn)
         except BaseException:
             # A COMMIT that failed (a deferred constraint, a full disk) leaves SQLite's
             # transaction open: a new connection starts clean.
-            dbapi = self._conn.connection.dbapi_connection
+            dbapi = self.conn.connection.dbapi_connection
             if dbapi is None or dbapi.in_transaction:
-                self._conn.invalidate()
-                self._conn = None
+                self.conn.invalidate()
+                self.conn = None
             raise
 
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        self.engine.dispose()
-
     def close(self) -> None:
-        """Close the connection and end the thread; a later ``submit`` starts anew, as
-        an engine serves again after ``dispose``."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.submit(self._close).result()
-            thread.shutdown()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        self.engine.dispose()
 
 
 class Database:
@@ -180,13 +189,7 @@ class Database:
                 return await conn.run_sync(work)
         assert self._write_lock is not None
         async with self._write_lock:
-            done = asyncio.wrap_future(self._writer.submit(work))
-            try:
-                return await asyncio.shield(done)
-            except asyncio.CancelledError:
-                # Not before the transaction has ended: the lock stands for it.
-                await asyncio.wait([done])
-                raise
+            return await _outlasting(asyncio.wrap_future(self._writer.submit(work)))
 
     async def read_sync(self, work: Callable[[Connection], T]) -> T:
         """Run ``work``, sync code on a sync ``Connection``, in a read transaction: on
@@ -206,10 +209,34 @@ class Database:
         return query.with_for_update(skip_locked=True, of=of)
 
     async def dispose(self) -> None:
-        for thread in (self._writer, self._reader):
-            if thread is not None:
-                await asyncio.to_thread(thread.close)
+        if self._writer is not None:
+            assert self._write_lock is not None
+            async with self._write_lock:  # after the transaction under way, if any
+                await self._writer.close()
+        if self._reader is not None:
+            await self._reader.close()
         await self.engine.dispose()
+
+
+async def _outlasting(done: asyncio.Future[T]) -> T:
+    """``done``'s result; a cancelled caller is told so only once it has ended (the
+    write lock held around this stands for the transaction on the thread)."""
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(done)
+        except asyncio.CancelledError:
+            if not done.done():
+                cancelled = True
+                continue
+            raise
+        except BaseException:
+            if cancelled:
+                raise asyncio.CancelledError from None
+            raise
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
 
 
 async def run(session: AsyncSession, statement: Executable, params: dict[str, Any]

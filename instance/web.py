@@ -49,6 +49,10 @@ class AppState:
                 log.error("keeping the signing keys held so far: %s", exc)
         return self.keys
 
+    def builtin_known(self) -> dict[str, int] | None:
+        """The built-in groups' ids, if this process has read them yet."""
+        return self._builtin
+
     async def builtin_groups(self, session: AsyncSession) -> dict[str, int]:
         # Built-in groups can be neither renamed nor deleted, so their ids never change.
         if self._builtin is None:
@@ -202,7 +206,7 @@ class Writer:
 
 async def writer() -> Writer:
     """The sender of this request, a write (see ``Writer``)."""
-    builtin = state()._builtin
+    builtin = state().builtin_known()
     if builtin is None:  # once a process
         async with db().read() as session:
             builtin = await state().builtin_groups(session)

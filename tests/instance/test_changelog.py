@@ -343,6 +343,64 @@ async def test_a_unit_whose_caller_stops_waiting_still_commits(env: Env) -> None
     assert [c.event for c in await log.read(head, 10)] == [head + 1, head + 2]
 
 
+def _held(gate: threading.Event) -> Callable[[changelog.LogConnection], int]:
+    """A unit's work that holds its transaction, on its thread, until ``gate`` opens."""
+    def work(log: changelog.LogConnection) -> int:
+        assert gate.wait(10)
+        return log.append(ChangeKind.RIGHTS, at=now())
+    return work
+
+
+async def test_a_batch_under_way_at_shutdown_is_answered_and_told(env: Env) -> None:
+    log = env.state.change_log
+    if not log.group_commit:
+        pytest.skip("group commit is SQLite's")
+    heard: list[Sequence[Appended]] = []
+    undo = log.on_commit(heard.append)
+    head, gate = await log.head(), threading.Event()
+    try:
+        saving = asyncio.create_task(log.unit(_held(gate)))
+        await asyncio.sleep(0.1)  # on the writer thread
+        queued = asyncio.create_task(log.unit(_appender()))
+        await asyncio.sleep(0)
+        assert log._draining is not None
+        log._draining.cancel()  # as the loop's end cancels what runs
+        await asyncio.sleep(0.05)
+        gate.set()
+        # The batch on the thread committed: its unit hears so, and so do listeners.
+        assert await asyncio.wait_for(saving, 10) == head + 1
+        assert [e for batch in heard for e, _ in batch] == [head + 1]
+        # The one queued behind it never ran, and hears so.
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        assert await log.head() == head + 1
+    finally:
+        gate.set()
+        undo()
+
+
+async def test_a_write_cancelled_twice_keeps_the_lock_until_it_has_ended(env: Env) -> None:
+    db = env.state.db
+    if not db.is_sqlite:
+        pytest.skip("SQLite's writer thread")
+    log, gate = env.state.change_log, threading.Event()
+    head = await log.head()
+    writing = asyncio.create_task(db.write_sync(
+        lambda conn: _held(gate)(changelog.LogConnection(conn, []))))
+    try:
+        await asyncio.sleep(0.1)
+        for _ in range(2):
+            writing.cancel()
+            await asyncio.sleep(0.05)
+            assert db._write_lock is not None and db._write_lock.locked()
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await writing
+    finally:
+        gate.set()
+    assert await log.head() == head + 1  # it committed; its caller had stopped waiting
+
+
 async def test_reads_after_a_commit_answer_as_the_table_does(env: Env) -> None:
     """The readers after each commit (live hub, federation) are answered from the rows
     this process committed, on SQLite: exactly the rows a read of the table gives,
@@ -352,8 +410,12 @@ async def test_reads_after_a_commit_answer_as_the_table_does(env: Env) -> None:
     item = await setup(env)
     admin = await env.client("admin")
     await env.user("ann")
-    for value in ("a", "b", None):
-        r = await admin.patch(f"/api/items/{item}/fields/status", json={"value": value})
+    r = await admin.post("/api/trackers/bugs/fields", json={"name": "notes",
+                                                           "type": "textarea"})
+    assert r.status_code == 201
+    for name, value in (("status", "a"), ("status", "b"), ("notes", "x" * 3000),
+                        ("notes", "c"), ("status", None)):
+        r = await admin.patch(f"/api/items/{item}/fields/{name}", json={"value": value})
         assert r.status_code == 200
     assert (await admin.post("/api/groups", json={"name": "devs"})).status_code == 201
     r = await admin.put("/api/groups/devs/members/ann")
@@ -372,6 +434,9 @@ async def test_reads_after_a_commit_answer_as_the_table_does(env: Env) -> None:
         assert await log.read(after, 2) == (await table(after))[:2]
     if env.state.db.is_sqlite:
         assert log._tail, "answered from the committed rows"
+        # Rows of large values are not kept (the tail's memory is bounded): reads that
+        # need them read the table, as compared above.
+        assert all(c.value != "x" * 3000 and c.old_value != "x" * 3000 for c in log._tail)
 
     # Another process (a second Database on the same file stands for it) commits,
     # then this one: its row is read from the table, in order, with nothing skipped.
