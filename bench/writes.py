@@ -69,6 +69,7 @@ PG_ADMIN_URL = os.environ.get(
     "FIELDCAST_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
 FIELDS = ("title", "status", "notes", "owner_note")
+WARM_UP = 2.0  # seconds of load on each server (and credential) before measuring
 WRK = shutil.which("wrk")
 
 _LUA = r"""
@@ -331,6 +332,14 @@ async def main() -> None:
                             tmp, f"{db}_{mode}", pg_urls[1] if pg_urls else None, workers,
                             args.items, env)
                         servers.append((mode, inst, ids, creds))
+                    # Every server warmed alike before anything is measured: the first
+                    # seconds of load on a new server (its WAL growing to size, caches,
+                    # the heap) ran 20-30 % slower than the rest, and would be charged
+                    # to whichever row came first.
+                    load(bare.base_url, bare.ids, {}, 32, WARM_UP, tmp)
+                    for _, inst, ids, creds in servers:
+                        for auth in auths:
+                            load(inst.base_url, ids, creds[auth], 32, WARM_UP, tmp)
                     for c in conns:
                         base = load(bare.base_url, bare.ids, {}, c, args.seconds, tmp)
                         row = Row(label, "bare baseline", c, base, None)

@@ -20,8 +20,11 @@ class RoundWorker:
     #: Names the asyncio task and the log line of a failed round.
     name = "worker"
 
-    def __init__(self, poll_interval: float) -> None:
+    def __init__(self, poll_interval: float, *, gather: float = 0.0) -> None:
         self.poll_interval = poll_interval
+        #: Seconds to wait after a wake-up before the round, so that what more is
+        #: queued meanwhile shares it (0: at once).
+        self.gather = gather
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -55,3 +58,5 @@ class RoundWorker:
                               self.name)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            if self.gather and self._wake.is_set():
+                await asyncio.sleep(self.gather)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from instance import changelog
 from instance.changelog import LogSession
 from instance.clock import as_utc, now
+from instance.db import execute
 from instance.errors import ApiError, conflict, forbidden, invalid, not_found
 from instance.models import ApiToken, Group, Session, User, user_groups
 from instance.security import Passwords, check_password_strength, digest, new_api_token, new_secret
@@ -424,7 +425,7 @@ def holder_of(conn: Connection, via: str, secret: str
     """As ``user_for_token`` (``via`` "token") or ``user_for_session`` ("session"), the
     user as a ``Holder``: one prebuilt Core query, on the save's sync connection."""
     query = _HOLDER_OF_TOKEN if via == "token" else _HOLDER_OF_SESSION
-    rows = conn.execute(query, {"h": digest(secret)}).all()
+    rows = execute(conn, query, {"h": digest(secret)}).all()
     if not rows or rows[0].disabled:
         return None
     first = rows[0]
@@ -441,7 +442,7 @@ _TOUCH = (update(ApiToken).where(ApiToken.token_hash == bindparam("h"))
 
 def touch_token_on(conn: Connection, token_hash: str) -> None:
     """Note that the token with this hash (``security.digest`` of it) was used now."""
-    conn.execute(_TOUCH, {"h": token_hash, "at": now()})
+    execute(conn, _TOUCH, {"h": token_hash, "at": now()})
 
 
 async def touch_token(session: AsyncSession, token_hash: str) -> None:

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from hub.changes import Appended, Change, ChangeKind
 from instance.clock import as_utc
-from instance.db import Database, run
+from instance.db import Database, execute, run, savepoint
 from instance.models import Base, EventCounter, Meta, Tracker, User
 from instance.models import ChangeLog as ChangeLogRow
 from instance.rights import FieldDef, Principal, load_fields
@@ -90,11 +90,11 @@ class LogConnection:
         if actor is None:
             by = None  # as the table's join says, whatever the caller called itself
         elif by is _LOOK_UP:  # before the counter: its lock is held until the commit
-            by = self.conn.execute(_USERNAME, {"id": actor}).scalar()
+            by = execute(self.conn, _USERNAME, {"id": actor}).scalar()
         assert by is None or isinstance(by, str)
-        event_id = self.conn.execute(_NEXT_EVENT).scalar()
+        event_id = execute(self.conn, _NEXT_EVENT).scalar()
         assert event_id is not None, "the initial migration writes the counter row"
-        self.conn.execute(_INSERT_EVENT, {"id": event_id, "kind": kind.value, "at": at, **row})
+        execute(self.conn, _INSERT_EVENT, {"id": event_id, "kind": kind.value, "at": at, **row})
         change = Change(
             event=int(event_id), kind=kind, at=as_utc(at), item=row.get("item_id"),
             tracker=row.get("tracker_id"), field=row.get("field_name"),
@@ -373,15 +373,15 @@ def _run_units(batch: Sequence[_Unit], appended: list[Change], conn: Connection
     outcomes: list[tuple[bool, Any]] = []
     for queued in batch:
         mark = len(appended)
-        savepoint = conn.begin_nested()
+        point = savepoint(conn)
         try:
             value = queued.work(LogConnection(conn, appended))
         except Exception as exc:
-            savepoint.rollback()
+            point.rollback()
             del appended[mark:]
             outcomes.append((False, exc))
         else:
-            savepoint.commit()
+            point.commit()
             outcomes.append((True, value))
     return outcomes
 

@@ -24,6 +24,7 @@ from hub.changes import Change, ChangeKind
 from instance import changelog
 from instance.accounts import iso, now
 from instance.changelog import LogConnection, LogSession
+from instance.db import execute
 from instance.errors import ApiError, conflict, forbidden, invalid, not_found
 from instance.fieldtypes import FieldTypeError, validate_value
 from instance.models import Base, FieldValue, Item, Tracker, User
@@ -115,13 +116,13 @@ _BUMP_SEEN_BY_ADMIN = text(
     "UPDATE items SET version = version + 1 WHERE id = :b_item RETURNING version, "
     "(SELECT coalesce(sum(sv.version), 0) FROM field_values sv JOIN fields sf"
     " ON sf.id = sv.field_id WHERE sv.item_id = items.id"
-    " AND sf.tracker_id = items.tracker_id)")
+    " AND sf.tracker_id = items.tracker_id) AS seen")
 _BUMP_SEEN_BY_READER = text(
     "UPDATE items SET version = version + 1 WHERE id = :b_item RETURNING version, "
     "(SELECT coalesce(sum(sv.version), 0) FROM field_values sv JOIN fields sf"
     " ON sf.id = sv.field_id WHERE sv.item_id = items.id"
     " AND sf.tracker_id = items.tracker_id AND EXISTS (SELECT 1 FROM field_read_groups sg"
-    " WHERE sg.field_id = sv.field_id AND sg.group_id IN :b_groups))"
+    " WHERE sg.field_id = sv.field_id AND sg.group_id IN :b_groups)) AS seen"
 ).bindparams(bindparam("b_groups", expanding=True))
 
 
@@ -153,7 +154,7 @@ def _check_value(conn: Connection, f: FieldDef, raw: Any) -> Any:
     except FieldTypeError as exc:
         raise invalid(f"field {f.name!r} ({f.type}) {exc}", field=f.name) from None
     if f.type == "user" and value is not None:
-        if conn.execute(_USER_NAMED, {"b_name": value}).first() is None:
+        if execute(conn, _USER_NAMED, {"b_name": value}).first() is None:
             raise invalid(f"field {f.name!r} (user): no user is named {value!r}", field=f.name)
     return value
 
@@ -216,7 +217,7 @@ _TARGET = (
 
 def _target(conn: Connection, item_id: int, field_name: str) -> tuple[Any, FieldDef | None]:
     """The item to save (None if there is none) and its field named so, if any."""
-    rows = conn.execute(_TARGET, {"b_item": item_id, "b_name": field_name}).all()
+    rows = execute(conn, _TARGET, {"b_item": item_id, "b_name": field_name}).all()
     if not rows:
         return None, None
     first = rows[0]
@@ -231,13 +232,13 @@ def _bump_item(conn: Connection, item_id: int, reader: Principal | None
                ) -> tuple[int, int | None]:
     """The item's new version, and ``reader_version`` for ``reader`` if one is given."""
     if reader is None:
-        value = conn.execute(_BUMP_ITEM, {"b_item": item_id}).scalar()
+        value = execute(conn, _BUMP_ITEM, {"b_item": item_id}).scalar()
         assert value is not None
         return int(value), None
     params: dict[str, Any] = {"b_item": item_id}
     if not reader.is_admin:
         params["b_groups"] = sorted(reader.group_ids)
-    row = tuple(conn.execute(_BUMP_ITEM_SEEN[reader.is_admin], params).one())
+    row = tuple(execute(conn, _BUMP_ITEM_SEEN[reader.is_admin], params).one())
     return int(row[0]), int(row[1])
 
 
@@ -254,11 +255,11 @@ def _locked_value(conn: Connection, item_id: int, field_id: int, at: datetime) -
     item. Two first saves may race to make it: ON CONFLICT lets the second find the
     first one's row."""
     this = {"b_item": item_id, "b_field": field_id}
-    row = conn.execute(_LOCK_VALUE, this).first()
+    row = execute(conn, _LOCK_VALUE, this).first()
     if row is None:
-        conn.execute(_INSERT_MISSING[conn.dialect.name],
+        execute(conn, _INSERT_MISSING[conn.dialect.name],
                      {"b_item": item_id, "b_field": field_id, "b_at": at})
-        row = conn.execute(_LOCK_VALUE, this).one()
+        row = execute(conn, _LOCK_VALUE, this).one()
     return row
 
 
@@ -277,7 +278,7 @@ def _apply(
     who: Principal, old: Current, at: datetime, source: str, *, seen: bool = False,
 ) -> tuple[Change, int | None]:
     """The change, and with ``seen`` the item's version as ``who`` sees it after it."""
-    log.conn.execute(_SET_VALUE, {"b_item": item_id, "b_field": f.id, "b_value": value,
+    execute(log.conn, _SET_VALUE, {"b_item": item_id, "b_field": f.id, "b_value": value,
                                   "b_version": old.version + 1, "b_at": at,
                                   "b_by": who.user_id})
     item_version, seen_version = _bump_item(log.conn, item_id, who if seen else None)
@@ -336,7 +337,7 @@ def save_field(
     row = _locked_value(conn, item.id, f.id, at)
     cur = Current(row.value, row.version, row.updated_at, row.updated_by)
     if if_match is not None and cur.version != if_match:
-        by = conn.execute(_USERNAME, {"b_id": cur.updated_by}).scalar()
+        by = execute(conn, _USERNAME, {"b_id": cur.updated_by}).scalar()
         raise ApiError(
             412, "version_conflict",
             f"field {f.name!r} was changed to version {cur.version} by {by or 'someone'} "
@@ -347,7 +348,7 @@ def save_field(
                      "updated_at": iso(cur.updated_at), "updated_by": by},
         )
     if cur.version > 0 and cur.value == value:
-        by = conn.execute(_USERNAME, {"b_id": cur.updated_by}).scalar()
+        by = execute(conn, _USERNAME, {"b_id": cur.updated_by}).scalar()
         return SaveResult(None, cur.value, cur.version, cur.updated_at, by)
     change, seen = _apply(log, item.id, item.tracker_id, f, value, who, cur, at, "user",
                           seen=True)

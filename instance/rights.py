@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from instance.db import execute
 from instance.models import Field, Group, User, field_edit_groups, field_read_groups, user_groups
 
 ANONYMOUS = "Anonymous"
@@ -137,12 +138,12 @@ def _fields_in(session: Session, ids: list[int]) -> dict[int, list[FieldDef]]:
 def fields_on(conn: Connection, tracker_ids: Iterable[int]) -> dict[int, list[FieldDef]]:
     """``load_fields`` on a sync connection (the save path, instance.items)."""
     ids = list(tracker_ids)
-    fields = conn.execute(_FIELDS_OF, {"trackers": ids}).all() if ids else []
+    fields = execute(conn, _FIELDS_OF, {"trackers": ids}).all() if ids else []
     field_ids = [f.id for f in fields]
     read: dict[int, set[int]] = {fid: set() for fid in field_ids}
     edit: dict[int, set[int]] = {fid: set() for fid in field_ids}
     if field_ids:
-        rows = conn.execute(_GROUPS_OF, {"fields": field_ids}).all()
+        rows = execute(conn, _GROUPS_OF, {"fields": field_ids}).all()
         for kind, fid, gid in map(tuple, rows):
             (read if kind == "r" else edit)[fid].add(gid)
     out: dict[int, list[FieldDef]] = {tid: [] for tid in ids}

@@ -33,7 +33,7 @@ from hub.delivery import Claimed
 from hub.projector import Audience, Ending, Owed
 from instance import changelog
 from instance.clock import as_utc
-from instance.db import Database
+from instance.db import Database, execute
 from instance.federation.exports import exported_to, public_fields
 from instance.federation.subscriptions import _insert, _put_intent
 from instance.models import (
@@ -140,7 +140,7 @@ def _audience(items: dict[int, int | None], now: datetime, conn: Connection
               ) -> list[Audience]:
     trackers = _trackers_of(conn, items)
     feeds = sorted({t for t in trackers.values() if t is not None})
-    subs = conn.execute(_AUDIENCE, {"items": list(items), "feeds": feeds, "now": now}).all()
+    subs = execute(conn, _AUDIENCE, {"items": list(items), "feeds": feeds, "now": now}).all()
     return _visible(conn, subs, trackers)
 
 
