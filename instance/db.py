@@ -11,6 +11,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast, overload
 
+import asyncpg
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine, event, make_url, text
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql import Executable, Select
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import await_only
 
 S = TypeVar("S", bound=AsyncSession)
 Q = TypeVar("Q", bound=Select[Any])
@@ -301,30 +303,41 @@ class _Prepared:
                         for c in getattr(statement, "exported_columns", ())]
         self.row: Any = None  # named as the SQL names them, at the first answer
 
-    def run(self, driver: Any, params: Mapping[str, Any]) -> Rows:
+    def _arguments(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         values = {**self.fixed, **self.defaults, **params}
         if self.expanding:
             state = self.compiled.construct_expanded_state(values)
-            sql, expanded, converts = state.statement, state.parameters, state.processors
-            args = [converts[n](expanded[n]) if n in converts else expanded[n]
-                    for n in state.positiontup or ()]
-        else:
-            sql = self.sql
-            args = [values[n] if proc is None else proc(values[n])
-                    for n, proc in zip(self.names, self.binds, strict=True)]
+            expanded, converts = state.parameters, state.processors
+            return state.statement, [converts[n](expanded[n]) if n in converts
+                                     else expanded[n] for n in state.positiontup or ()]
+        return self.sql, [values[n] if proc is None else proc(values[n])
+                          for n, proc in zip(self.names, self.binds, strict=True)]
+
+    def run(self, driver: Any, params: Mapping[str, Any]) -> Rows:
+        """On the stdlib sqlite3 connection ``driver``."""
+        sql, args = self._arguments(params)
         cursor = driver.execute(sql, args)
         try:
             if cursor.description is None:
                 return Rows()
-            raw = cursor.fetchall()
+            return self._rows([d[0] for d in cursor.description], cursor.fetchall())
         finally:
             cursor.close()
+
+    def run_asyncpg(self, driver: Any, params: Mapping[str, Any]) -> Rows:
+        """On the asyncpg connection ``driver``, from a sync function that
+        ``AsyncConnection.run_sync`` runs (its greenlet awaits the driver)."""
+        sql, args = self._arguments(params)
+        records = await_only(driver.fetch(sql, *args))
+        return self._rows(list(records[0].keys()), records) if records else Rows()
+
+    def _rows(self, names: list[str], raw: Sequence[Any]) -> Rows:
         if self.row is None:
             # No renaming: a name a row could not carry is a ValueError, not a row whose
             # names differ from SQLAlchemy's (tests/instance/test_fast_statements.py).
-            self.row = namedtuple("Row", [d[0] for d in cursor.description])  # type: ignore[misc]
-            if len(self.results) != len(cursor.description):
-                self.results = [None] * len(cursor.description)
+            self.row = namedtuple("Row", names)  # type: ignore[misc]
+            if len(self.results) != len(names):
+                self.results = [None] * len(names)
         make, procs = self.row._make, self.results
         if not any(procs):
             return Rows(make(r) for r in raw)
@@ -332,37 +345,48 @@ class _Prepared:
                     for r in raw)
 
 
-_prepared: dict[tuple[Executable, frozenset[str] | None], _Prepared] = {}
+_prepared: dict[tuple[Executable, frozenset[str] | None, str], _Prepared] = {}
 
 
 def execute(conn: Connection, statement: Executable, params: Mapping[str, Any] | None = None
             ) -> Fetched:
     """``conn.execute(statement, params)`` for the statements every save runs.
 
-    On SQLite they run on the driver's cursor, compiled once: SQLAlchemy's execution
-    (its context, cache key, result wrapping) cost 55-130 us a statement on this
-    project's 2-core machines, the driver 3-6 us, and a save runs about eight on the
-    writer thread, where that time holds the GIL from the event loop. The same SQL,
-    the same type conversions (the dialect's bind and result processors, which
-    tests/instance/test_fast_statements.py compares with ``conn.execute``'s answers),
-    in the connection's transaction. Elsewhere (PostgreSQL, aiosqlite), and for
-    statements with defaults computed at execution, it is ``conn.execute``.
+    They run on the driver's connection, compiled once: SQLAlchemy's execution (its
+    context, cache key, result wrapping) cost 55-130 us a statement on this project's
+    2-core machines, the stdlib sqlite3 driver 3-6 us, and a save runs about eight, on
+    SQLite on the writer thread, where that time holds the GIL from the event loop. The
+    same SQL, the same type conversions (the dialect's bind and result processors,
+    which tests/instance/test_fast_statements.py compares with ``conn.execute``'s
+    answers), in the connection's transaction: on SQLite's stdlib driver (the writer
+    and reader threads) and on asyncpg (through ``run_sync``'s greenlet). Elsewhere (an
+    aiosqlite connection lent by an ORM write) and for statements with defaults
+    computed at execution, it is ``conn.execute``.
     """
     params = params or {}
     driver = conn.connection.driver_connection
-    # The stdlib driver's connection: the writer and reader threads' (under aiosqlite,
-    # an ORM write lending its connection, each call is a hop anyway).
-    if not isinstance(driver, sqlite3.Connection):
+    # Only inside the transaction the driver has begun: SQLAlchemy's asyncpg adapter
+    # begins it at its first statement, and a statement sent before on the driver
+    # would run on its own, its FOR UPDATE lock released at once (a concurrent save
+    # would then overwrite where it must conflict). That first statement goes
+    # through SQLAlchemy.
+    if isinstance(driver, sqlite3.Connection) and driver.in_transaction:
+        kind = "sqlite3"
+    elif isinstance(driver, asyncpg.Connection) and driver.is_in_transaction():
+        kind = "asyncpg"
+    else:
         return conn.execute(statement, params)
     # An INSERT compiles to the columns it is given.
     keys = frozenset(params) if getattr(statement, "is_insert", False) else None
-    prepared = _prepared.get((statement, keys))
+    prepared = _prepared.get((statement, keys, kind))
     if prepared is None:
-        prepared = _prepared[(statement, keys)] = _Prepared(
+        prepared = _prepared[(statement, keys, kind)] = _Prepared(
             statement, conn.dialect, sorted(keys) if keys is not None else None)
     if not prepared.fast:
         return conn.execute(statement, params)
-    return prepared.run(driver, params)
+    if kind == "sqlite3":
+        return prepared.run(driver, params)
+    return prepared.run_asyncpg(driver, params)
 
 
 class Savepoint(Protocol):

@@ -1,6 +1,6 @@
-"""The save path's statements on SQLite's driver (``instance.db.execute``) answer and
-write exactly what ``Connection.execute`` does: the same rows, the same names, the
-same stored bytes. SQLite only: elsewhere ``execute`` is ``Connection.execute``."""
+"""The save path's statements on the driver (``instance.db.execute``: SQLite's stdlib
+driver, asyncpg) answer and write exactly what ``Connection.execute`` does: the same
+rows, the same names, the same stored values."""
 
 from __future__ import annotations
 
@@ -49,8 +49,6 @@ def _both(conn: Connection, statement: Executable, params: dict[str, Any],
 
 
 async def test_the_fast_statements_answer_and_store_as_sqlalchemy_does(env: Env) -> None:
-    if not env.state.db.is_sqlite:
-        pytest.skip("the fast path is SQLite's")
     admin = await env.client("admin")
     assert (await admin.post("/api/trackers", json={"slug": "bugs"})).status_code == 201
     for body in ({"name": "title"}, {"name": "notes", "type": "textarea"},
@@ -76,8 +74,8 @@ async def test_the_fast_statements_answer_and_store_as_sqlalchemy_does(env: Env)
             (items._SET_VALUE, {"b_item": item, "b_field": field, "b_version": 9,
                                 "b_value": None, "b_at": at, "b_by": None},
              ("field_values",)),
-            (items._INSERT_MISSING["sqlite"], {"b_item": item, "b_field": field,
-                                               "b_at": at}, ("field_values",)),
+            (items._INSERT_MISSING[conn.dialect.name], {"b_item": item, "b_field": field,
+                                                        "b_at": at}, ("field_values",)),
             (items._BUMP_ITEM, {"b_item": item}, ("items",)),
             (items._BUMP_SEEN_BY_ADMIN, {"b_item": item}, ("items",)),
             (items._BUMP_SEEN_BY_READER, {"b_item": item, "b_groups": [1, 2, 3]},
@@ -133,3 +131,17 @@ def test_a_statement_whose_default_is_computed_at_execution_takes_the_usual_path
 
 
 
+
+
+async def test_the_first_statement_of_a_transaction_begins_it_through_sqlalchemy(
+    env: Env,
+) -> None:
+    """On asyncpg, SQLAlchemy begins the transaction at its first statement: one sent
+    on the driver before would run on its own (its FOR UPDATE lock gone at once)."""
+    def kinds(conn: Connection) -> list[bool]:
+        return [isinstance(execute(conn, items._USERNAME, {"b_id": 1}), Rows)
+                for _ in range(2)]
+
+    got = await env.state.db.write_sync(kinds)
+    # SQLite's writer thread has begun (BEGIN IMMEDIATE) before the work runs.
+    assert got == ([True, True] if env.state.db.is_sqlite else [False, True])
