@@ -102,10 +102,10 @@ class ProjectorConfig:
     #: (bench/writes.py: 58 -> 37 saves/s with one client). Re-reading such a batch
     #: after a crash owes nothing again, or a refresh ping to a newer subscriber.
     cursor_flush: float = 1.0
-    #: Seconds a commit waits for more before the projector reads the log: one round
-    #: (a read of the changed items' subscriptions) then serves the commits of that
-    #: while, not each on its own (bench/writes.py: with one client, a round after
-    #: every save cost a third of the save). Notifications leave this much later.
+    #: Seconds between rounds at least while commits come faster: one round (a read
+    #: of the changed items' subscriptions) then serves the commits of that while,
+    #: not each its own (bench/writes.py: with one client, a round after every save
+    #: cost a third of the save). After a quiet while a commit is read at once.
     gather: float = 0.05
 
 

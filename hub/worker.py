@@ -22,8 +22,9 @@ class RoundWorker:
 
     def __init__(self, poll_interval: float, *, gather: float = 0.0) -> None:
         self.poll_interval = poll_interval
-        #: Seconds to wait after a wake-up before the round, so that what more is
-        #: queued meanwhile shares it (0: at once).
+        #: Seconds from one round's start to the next's at least, when wake-ups come
+        #: faster: what is queued meanwhile shares a round. A wake-up after a quiet
+        #: while starts a round at once (0: always at once).
         self.gather = gather
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -47,8 +48,10 @@ class RoundWorker:
         self._wake.set()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
+            started = loop.time()
             try:
                 await self.round()
             except asyncio.CancelledError:
@@ -58,5 +61,6 @@ class RoundWorker:
                               self.name)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            if self.gather and self._wake.is_set():
-                await asyncio.sleep(self.gather)
+            wait = started + self.gather - loop.time()
+            if wait > 0 and self._wake.is_set():
+                await asyncio.sleep(wait)
