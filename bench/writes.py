@@ -12,28 +12,33 @@ the baseline measured in the same run, then the issue's aims as pass/fail.
     python bench/writes.py                      # everything, 5 s per row
     python bench/writes.py --seconds 2 --db sqlite --auth token    # a quick look
 
-Where a save's time goes (py-spy, SQLite, 32 connections, a loaded 2-core machine; server
-CPU per save from /proc): 13.0 ms before issue 13, 5.0-6.3 ms after. Before: the save's
-statements 18% of the event loop's busy time, the caller's own read transaction and ORM
-load 15%, the federation projector's per-commit reads 14%, Quart 13%, the live hub 6%,
-aiosqlite's thread hops and the loop's wake-ups about 15%. After (group commit on):
-what is left is about 11 statements a save, each ~0.3 ms of SQLAlchemy + aiosqlite
-Python (two thread hops each, the greenlet bridge, result wrapping) against ~0.1 ms for
-the bare app's raw aiosqlite call; Quart's request handling, and the listeners once per
-commit (about 2 saves a batch). What stands in the way of 1.0x is that per-statement cost,
-not the database: going further means the save's statements on the raw driver in one
-thread hop, and group commit on PostgreSQL (see the README's group_commit row).
+Every server (the baseline too) gets 2 s of load before anything is measured: the first
+seconds on a new server ran 20-30 % slower, and were charged to whichever row came first
+(what looked like token being slower than cookie was that).
 
-Since then the answer's item_version (what the caller may read of the item) moved from a
-read transaction of its own after the commit (a checkout, BEGIN/COMMIT and four queries)
-into the RETURNING of the save's item-version UPDATE: 7 statements a save (the caller,
-the target, the value's lock, its UPDATE, the item's, the counter, the log row) plus the
-batch's BEGIN/SAVEPOINT/COMMIT. Profile then (group commit on, token): of the loop's busy
-time the save handler is about half, its statements (instance.db.run: SQLAlchemy Core,
-the aiosqlite hops) 35%, the caller's lookup 11%, the commit 8%, Hypercorn/h11 11%,
-Quart and the OpenAPI wrappers 7%. One run then (2026-12-02, the machine shared with a
-full test run, so ratios over absolute figures): SQLite 32 conns gc on 0.20-0.30x, off
-0.10-0.15x; PostgreSQL 2 workers 32 conns 66-130 saves/s; 1-conn p50 3.8-9.6x the bare.
+Where a save's time went, in steps (issue 13; py-spy and /proc on 2-core machines):
+- 13.0 ms of server CPU a save when the issue was filed (SQLite, 32 connections): the
+  caller's own read transaction and ORM load, ORM statements, the projector's reads.
+- 5.0-6.3 ms with the caller read in the save's transaction, one query for the target,
+  prebuilt Core statements and group commit; what was left was the statements, each
+  ~0.3 ms of SQLAlchemy + aiosqlite (two thread hops and a loop wake-up each: ~60
+  operations a save), and the log's readers after each commit.
+- Then (2026-12-02): a save is sync work (ChangeLog.unit) that runs, on SQLite, as one
+  hop to a writer thread with its own stdlib-driver connection; its statements go to
+  the driver compiled once (instance.db.execute: 3-6 us against SQLAlchemy's 55-130);
+  the hub and the projector read committed rows from memory (ChangeLog's tail); the
+  projector's rounds are spaced 50 ms under load. In-process, 32 concurrent: writer
+  thread 0.44 ms a save, all CPU 1.5 ms. Over HTTP (this table), SQLite, 32 conns,
+  group commit on: about 2.7-3.0 ms of server CPU a save, of which Quart's request
+  handling and the OpenAPI wrappers 28 %, Hypercorn/h11 27 % (reading requests,
+  sending answers), the event loop's own work 26 %, the writer thread 10 % (the SQL
+  7 %), the federation workers 5 %, the live hub under 1 %.
+- PostgreSQL has neither the writer thread nor the tail nor group commit: each save
+  is a pool checkout (with its pre-ping), BEGIN, eight statements and COMMIT, each a
+  round trip through asyncpg and the event loop (socket writes alone 14 % of the
+  loop), then the hub reads the log and the projector its subscriptions, each a
+  transaction of its own. About 8-9 ms of CPU a save on the loop; the bare app's
+  save is two statements.
 
 Without wrk it falls back to several Python client processes (httpx), which are slower
 than the server at these rates: the ratios stay fair, the absolute figures do not.
