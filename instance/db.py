@@ -278,8 +278,9 @@ class Rows(list[Any]):
 
 
 class _Prepared:
-    """A prebuilt Core statement compiled once for SQLite, with the type conversions
-    SQLAlchemy would apply (the dialect's own bind and result processors)."""
+    """A prebuilt Core statement compiled once for a dialect (SQLite's, asyncpg's), with
+    the type conversions SQLAlchemy would apply (the dialect's bind and result
+    processors)."""
 
     def __init__(self, statement: Executable, dialect: Dialect, keys: list[str] | None) -> None:
         compiled = cast(SQLCompiler, cast(Any, statement).compile(dialect=dialect,
@@ -287,8 +288,10 @@ class _Prepared:
         self.compiled = compiled
         # Defaults computed in Python at execution (a callable, a SQL expression) are the
         # execution context's: such a statement takes the usual path.
-        self.fast = not compiled.update_prefetch and all(
-            c.default is not None and c.default.is_scalar for c in compiled.insert_prefetch)
+        self.fast = (not compiled.update_prefetch
+                     and all(c.default is not None and c.default.is_scalar
+                             for c in compiled.insert_prefetch)
+                     and all(b.callable is None for b in compiled.binds.values()))
         self.sql = compiled.string
         self.expanding = any(b.expanding for b in compiled.binds.values())
         self.names = list(compiled.positiontup or ())
@@ -346,6 +349,9 @@ class _Prepared:
 
 
 _prepared: dict[tuple[Executable, frozenset[str] | None, str], _Prepared] = {}
+#: Statements kept compiled at most: ``execute`` is for prebuilt statements, and one
+#: built anew each call would otherwise grow the cache without end.
+_PREPARED_MAX = 256
 
 
 def execute(conn: Connection, statement: Executable, params: Mapping[str, Any] | None = None
@@ -380,6 +386,8 @@ def execute(conn: Connection, statement: Executable, params: Mapping[str, Any] |
     keys = frozenset(params) if getattr(statement, "is_insert", False) else None
     prepared = _prepared.get((statement, keys, kind))
     if prepared is None:
+        if len(_prepared) >= _PREPARED_MAX:
+            return conn.execute(statement, params)
         prepared = _prepared[(statement, keys, kind)] = _Prepared(
             statement, conn.dialect, sorted(keys) if keys is not None else None)
     if not prepared.fast:
